@@ -1,0 +1,313 @@
+"""YAML configuration -> typed, validated, frozen objects.
+
+Every key has a default, unknown keys are errors, and every problem is reported with its YAML path
+(``modules.default.timeout: ...``) so an operator can fix a file in one pass. Tokens are resolved
+here, once per load, and are only ever held as :class:`pydantic.SecretStr`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+_DURATION_RE = re.compile(
+    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
+)
+_DURATION_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; ``problems`` holds one ``path: reason`` per issue."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def parse_duration(value: object) -> float:
+    """Prometheus duration syntax (``1h30m``, ``500ms``) to seconds."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError("must be a duration string such as 30s, 5m or 1h (Prometheus syntax)")
+    match = _DURATION_RE.match(value)
+    if not value or match is None:
+        raise ValueError(f"{value!r} is not a duration (Prometheus syntax: 500ms, 30s, 5m, 1h)")
+    return float(
+        sum(int(n) * unit for n, unit in zip(match.groups(), _DURATION_UNITS, strict=True) if n)
+    )
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds back to the shortest Prometheus duration string (for pages and HELP texts)."""
+    if seconds < 1 and seconds > 0:
+        return f"{round(seconds * 1000)}ms"
+    rest, out = int(seconds), ""
+    for unit, name in ((86400, "d"), (3600, "h"), (60, "m"), (1, "s")):
+        if rest >= unit:
+            out += f"{rest // unit}{name}"
+            rest %= unit
+    return out or "0s"
+
+
+class Window(NamedTuple):
+    """A unique-recipients window: the label as written (``1h``) and its length."""
+
+    label: str
+    seconds: float
+
+
+def _window(value: object) -> Window:
+    seconds = parse_duration(value)
+    if seconds < 1:
+        raise ValueError("a window must be at least 1s")
+    return Window(str(value), seconds)
+
+
+def _pattern(value: object) -> re.Pattern[str]:
+    if not isinstance(value, str):
+        raise ValueError("must be a regular expression string")
+    try:
+        return re.compile(value)
+    except re.error as err:
+        raise ValueError(f"bad regular expression {value!r}: {err}") from None
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Pattern = Annotated[re.Pattern[str], BeforeValidator(_pattern)]
+Patterns = tuple[Pattern, ...]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class TLSConfig(_Strict):
+    insecure_skip_verify: bool = False
+    ca_file: Path | None = None
+    server_name: str | None = None
+
+
+class DiscoveryConfig(_Strict):
+    enabled: bool = True
+    refresh: Duration = 600.0
+    include_users: Patterns = ()
+    exclude_users: Patterns = ()
+    include_accounts: Patterns = ()
+    exclude_accounts: Patterns = ()
+    skip_suspended: bool = True
+    main_account: bool = True
+
+
+MailboxFunction = Literal["auto", "get_mailbox_status_list", "get_mailbox_status"]
+
+
+class MailboxesConfig(_Strict):
+    enabled: bool = True
+    function: MailboxFunction = "auto"
+    include_folders: Patterns = ()
+    exclude_folders: Patterns = ()
+    cache: Duration = 0.0
+
+
+class UniqueRecipientsConfig(_Strict):
+    enabled: bool = True
+    windows: tuple[Annotated[Window, BeforeValidator(_window)], ...] = (Window("1h", 3600.0),)
+    end_time_lag: Duration = 60.0
+    per_user_totals: bool = True
+    min_count: int = Field(default=1, ge=0)
+    # 0 means no limit.
+    max_senders_per_user: int = Field(default=50, ge=0)
+    cache: Duration = 0.0
+
+    @field_validator("windows")
+    @classmethod
+    def _distinct_windows(cls, windows: tuple[Window, ...]) -> tuple[Window, ...]:
+        labels = [w.label for w in windows]
+        if len(set(labels)) != len(labels):
+            raise ValueError("windows must be distinct")
+        return windows
+
+
+class ModuleConfig(_Strict):
+    username: str = "root"
+    token_file: Path | None = None
+    token_env: str | None = None
+    token: SecretStr | None = None
+    tls: TLSConfig = TLSConfig()
+    timeout: Duration = 30.0
+    request_timeout: Duration = 10.0
+    max_concurrency: int = Field(default=8, ge=1, le=1024)
+    # Bodies above this are refused unread: a WHM answer for one mailbox is a few KiB.
+    max_response_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    allowed_targets: Patterns = ()
+    discovery: DiscoveryConfig = DiscoveryConfig()
+    mailboxes: MailboxesConfig = MailboxesConfig()
+    unique_recipients: UniqueRecipientsConfig = UniqueRecipientsConfig()
+
+    _secret: SecretStr = PrivateAttr(default=SecretStr(""))
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> ModuleConfig:
+        given = [k for k in ("token_file", "token_env", "token") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "exactly one of token_file, token_env or token must be set"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if not self.username:
+            raise ValueError("username must not be empty")
+        return self
+
+    @property
+    def secret(self) -> SecretStr:
+        """The resolved API token (set by :func:`load_config`)."""
+        return self._secret
+
+
+class TargetConfig(_Strict):
+    url: str
+    module: str = "default"
+    users: dict[str, tuple[str, ...]] = {}
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an http(s) URL with a host")
+        if parts.path not in ("", "/") or parts.query:
+            raise ValueError("url is the server only (https://host:2087), without a path")
+        return url.rstrip("/")
+
+    @field_validator("users")
+    @classmethod
+    def _names(cls, users: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for user, accounts in users.items():
+            if not user or any(not a for a in accounts):
+                raise ValueError("user names and accounts must not be empty")
+        return users
+
+
+class Config(_Strict):
+    modules: dict[str, ModuleConfig] = {}
+    targets: dict[str, TargetConfig] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A usable configuration and what the operator should hear about it."""
+
+    config: Config
+    warnings: list[str] = field(default_factory=list)
+
+
+def _path(loc: Iterable[int | str]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _messages(err: ValidationError) -> list[str]:
+    out = []
+    for e in err.errors(include_url=False, include_input=False):
+        # Pydantic names model validators' locations after the model; strip its wording.
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling and indentation)"
+        loc = [p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        out.append(f"{_path(loc)}: {msg}")
+    return out
+
+
+def _unknown_module_refs(data: Mapping[str, Any]) -> list[str]:
+    """Targets naming a module that is not defined (checked on the raw document so that these are
+    reported together with every schema problem, not one run later)."""
+    modules, targets = data.get("modules") or {}, data.get("targets") or {}
+    if not isinstance(modules, dict) or not isinstance(targets, dict):
+        return []
+    return [
+        f"targets.{name}.module: no module named {target.get('module', 'default')!r}"
+        for name, target in targets.items()
+        if isinstance(target, dict) and target.get("module", "default") not in modules
+    ]
+
+
+def _read_secret(name: str, module: ModuleConfig, env: Mapping[str, str]) -> tuple[str, str]:
+    """The token and a problem text (empty when fine), never echoing the token."""
+    where = f"modules.{name}"
+    if module.token is not None:
+        return module.token.get_secret_value(), ""
+    if module.token_env is not None:
+        value = env.get(module.token_env, "").strip()
+        if not value:
+            return "", f"{where}.token_env: environment variable {module.token_env} is not set"
+        return value, ""
+    assert module.token_file is not None
+    try:
+        value = module.token_file.read_text(encoding="utf-8").strip()
+    except OSError as err:
+        return "", f"{where}.token_file: cannot read {module.token_file}: {err.strerror}"
+    if not value:
+        return "", f"{where}.token_file: {module.token_file} is empty"
+    return value, ""
+
+
+def build_config(data: object, env: Mapping[str, str] | None = None) -> Loaded:
+    """Validate a parsed YAML document and resolve its tokens."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(["(top level): must be a mapping with modules and targets"])
+    problems = _unknown_module_refs(data)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_messages(err) + problems) from None
+    warnings: list[str] = []
+    for name, module in config.modules.items():
+        value, problem = _read_secret(name, module, os.environ if env is None else env)
+        if problem:
+            problems.append(problem)
+        module._secret = SecretStr(value)
+        if module.token is not None:
+            warnings.append(
+                f"modules.{name}.token: the token is inline in the config file;"
+                " prefer token_file or token_env"
+            )
+        if module.tls.insecure_skip_verify:
+            warnings.append(f"modules.{name}.tls.insecure_skip_verify: TLS is not verified")
+    if problems:
+        raise ConfigError(problems)
+    return Loaded(config, warnings)
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Loaded:
+    """Read, validate and resolve a config file; raises :class:`ConfigError`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError([f"{path}: cannot read: {err.strerror}"]) from None
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        # Only the problem and position: PyYAML's full text quotes the line, which may hold a token.
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "syntax error"
+        raise ConfigError([f"{path}: not valid YAML{where}: {problem}"]) from None
+    return build_config(data, env)

@@ -1,0 +1,186 @@
+"""The running exporter: the loaded config, the live targets, reloads and the probe entry point.
+
+HTTP lives in server.py; this module decides which target a request means, with which module,
+and whether the token may be sent there at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from whm_exporter.config import ConfigError, Loaded, ModuleConfig, load_config
+from whm_exporter.metrics import ExporterMetrics
+from whm_exporter.snapshot import Snapshot
+from whm_exporter.target import Target
+
+log = logging.getLogger("whm_exporter")
+
+# Unlisted hosts probed through a module keep their state (bound, caches) in an LRU this large.
+MAX_UNLISTED_TARGETS = 256
+RECENT_PROBES = 25
+SCRAPE_TIMEOUT_OFFSET = 0.5
+
+
+class BadRequest(Exception):
+    """A /probe request that cannot be served: the text is the one-line reason for the 400."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    target: Target
+    snapshot: Snapshot
+    timeout: float
+    at: float
+
+
+def probe_timeout(module: ModuleConfig, scrape_timeout_header: str | None) -> float:
+    """The module's timeout, lowered to Prometheus' scrape timeout minus a margin for the
+    answer to travel back (as blackbox_exporter does)."""
+    timeout = module.timeout
+    if scrape_timeout_header:
+        try:
+            scrape = float(scrape_timeout_header)
+        except ValueError:
+            raise BadRequest(
+                f"X-Prometheus-Scrape-Timeout-Seconds is not a number: {scrape_timeout_header!r}"
+            ) from None
+        timeout = min(timeout, max(scrape - SCRAPE_TIMEOUT_OFFSET, 0.1))
+    return timeout
+
+
+def unlisted_url(target: str) -> tuple[str, str]:
+    """``HOST[:PORT]`` (or a URL) to the host to check and the URL to call (port 2087 default)."""
+    parts = urlsplit(target if "//" in target else f"//{target}")
+    try:
+        port = parts.port or 2087
+    except ValueError:
+        raise BadRequest(f"bad port in target {target!r}") from None
+    host = parts.hostname
+    if not host or parts.path not in ("", "/") or parts.query or parts.username:
+        raise BadRequest(f"target {target!r} is not HOST[:PORT]")
+    scheme = parts.scheme or "https"
+    if scheme not in ("http", "https"):
+        raise BadRequest(f"target {target!r} has an unsupported scheme")
+    netloc = f"[{host}]" if ":" in host else host
+    return host, f"{scheme}://{netloc}:{port}"
+
+
+class Exporter:
+    def __init__(self, loaded: Loaded, metrics: ExporterMetrics, config_file: str | None) -> None:
+        self.metrics = metrics
+        self.config_file = config_file
+        self.loaded = loaded
+        self.targets: dict[str, Target] = {}
+        self._unlisted: OrderedDict[tuple[str, str], Target] = OrderedDict()
+        self.recent: deque[ProbeResult] = deque(maxlen=RECENT_PROBES)
+        self._retired: set[asyncio.Task[None]] = set()
+        self._apply(loaded)
+        metrics.reload_ok.set(1)
+        metrics.reload_time.set(time.time())
+
+    def _apply(self, loaded: Loaded) -> None:
+        """Switch to a new config. Targets it describes unchanged keep their state; the others
+        are closed once the probes that started on them had their time to finish."""
+        config = loaded.config
+        old = self.targets
+        new: dict[str, Target] = {}
+        for name, tc in config.targets.items():
+            module = config.modules[tc.module]
+            current = old.get(name)
+            if current is not None and current.same_as(tc.url, module, tc.users):
+                new[name] = current
+            else:
+                new[name] = Target(
+                    name, tc.url, module, tc.users, observer=self.metrics.observer(name)
+                )
+            self.metrics.init_target(name)
+        retired = [t for n, t in old.items() if new.get(n) is not t]
+        retired += list(self._unlisted.values())
+        self._unlisted.clear()
+        self.loaded = loaded
+        self.targets = new
+        for target in retired:
+            self._retire(target)
+
+    def _retire(self, target: Target) -> None:
+        async def later() -> None:
+            await asyncio.sleep(target.module.timeout + 1)
+            await target.close()
+
+        try:
+            task = asyncio.get_running_loop().create_task(later())
+        except RuntimeError:  # no loop yet (first load): nothing can be in flight
+            return
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    def reload(self) -> bool:
+        """Load the config file again; a bad one is refused and the current one kept."""
+        if self.config_file is None:
+            log.warning("reload asked, but there is no config file (demo mode)")
+            return False
+        try:
+            loaded = load_config(self.config_file)
+        except ConfigError as err:
+            self.metrics.reload_ok.set(0)
+            log.error(
+                "config reload refused; keeping the current config",
+                extra={"problems": "; ".join(err.problems)},
+            )
+            return False
+        for warning in loaded.warnings:
+            log.warning(warning)
+        self._apply(loaded)
+        self.metrics.reload_ok.set(1)
+        self.metrics.reload_time.set(time.time())
+        log.info("config reloaded", extra={"targets": len(self.targets)})
+        return True
+
+    def resolve(self, target: str | None, module: str | None) -> Target:
+        """The target a /probe request names; raises BadRequest with the reason."""
+        if not target:
+            raise BadRequest("missing 'target' parameter")
+        if target in self.targets:
+            return self.targets[target]
+        if not module:
+            raise BadRequest(f"unknown target {target!r} (give module= to probe an unlisted host)")
+        modules = self.loaded.config.modules
+        if module not in modules:
+            raise BadRequest(f"unknown module {module!r}")
+        mc = modules[module]
+        host, url = unlisted_url(target)
+        if not any(p.fullmatch(host) for p in mc.allowed_targets):
+            # The module's token must never travel to a host the operator did not allow.
+            raise BadRequest(f"host {host!r} is not in module {module!r}'s allowed_targets")
+        key = (module, url)
+        found = self._unlisted.get(key)
+        if found is None:
+            # Unlisted hosts count under their module's name on /metrics, so its cardinality
+            # stays bounded by the config.
+            found = Target(url, url, mc, {}, label=module, observer=self.metrics.observer(module))
+            self.metrics.init_target(module)
+            self._unlisted[key] = found
+            if len(self._unlisted) > MAX_UNLISTED_TARGETS:
+                self._retire(self._unlisted.popitem(last=False)[1])
+        self._unlisted.move_to_end(key)
+        return found
+
+    async def probe(self, target: Target, budget: float) -> Snapshot:
+        """Probe ``target`` within ``budget`` seconds."""
+        deadline = asyncio.get_running_loop().time() + budget
+        snapshot = await target.probe(deadline)
+        result = "success" if snapshot.up else "failure"
+        self.metrics.probes.labels(target.label, result).inc()
+        self.recent.appendleft(ProbeResult(target, snapshot, budget, time.time()))
+        return snapshot
+
+    async def close(self) -> None:
+        for task in list(self._retired):
+            task.cancel()
+        targets = {*self.targets.values(), *self._unlisted.values()}
+        await asyncio.gather(*(t.close() for t in targets))

@@ -1,0 +1,148 @@
+"""HTTP: routes, content negotiation and serialisation. Decisions live in exporter.py."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder, generate_latest
+
+from whm_exporter import __version__
+from whm_exporter.config import format_duration
+from whm_exporter.exporter import BadRequest, Exporter, probe_timeout
+from whm_exporter.metrics import probe_registry
+from whm_exporter.snapshot import Snapshot
+from whm_exporter.webconfig import WebSecurity
+
+log = logging.getLogger("whm_exporter.server")
+EXPORTER: web.AppKey[Exporter] = web.AppKey("exporter", Exporter)
+
+
+async def _exposition(request: web.Request, registry: CollectorRegistry) -> web.Response:
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    # Large outputs take a while to render: keep the loop free for /-/healthy meanwhile.
+    body = await asyncio.to_thread(encoder, registry)
+    resp = web.Response(body=body)
+    resp.headers["Content-Type"] = content_type
+    return resp
+
+
+def _bad_request(reason: str) -> web.Response:
+    return web.Response(status=400, text=reason + "\n")
+
+
+async def probe(request: web.Request) -> web.Response:
+    exporter = request.app[EXPORTER]
+    query = request.query
+    try:
+        target = exporter.resolve(query.get("target"), query.get("module"))
+        timeout = probe_timeout(
+            target.module, request.headers.get("X-Prometheus-Scrape-Timeout-Seconds")
+        )
+    except BadRequest as err:
+        return _bad_request(str(err))
+    snapshot = await exporter.probe(target, timeout)
+    registry = probe_registry(snapshot, target.module)
+    if query.get("debug", "").lower() in ("true", "1"):
+        text = _debug_text(target.name, timeout, snapshot, registry)
+        return web.Response(text=text, content_type="text/plain")
+    return await _exposition(request, registry)
+
+
+def _debug_text(name: str, timeout: float, s: Snapshot, registry: CollectorRegistry) -> str:
+    lines = [
+        f"Probe of {name} (timeout {timeout:.1f}s): {'up' if s.up else 'DOWN'},"
+        f" {s.duration:.3f}s{', deadline exceeded' if s.deadline_exceeded else ''}",
+        "",
+        "Calls:",
+    ]
+    for c in s.log:
+        subject = f" {c.subject}" if c.subject else ""
+        detail = f" ({c.detail})" if c.detail else ""
+        lines.append(f"  {c.function}{subject}: {c.outcome} in {c.seconds * 1000:.0f}ms{detail}")
+    lines += ["", "Metrics:", generate_latest(registry).decode()]
+    return "\n".join(lines)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return await _exposition(request, request.app[EXPORTER].metrics.registry)
+
+
+async def healthy(request: web.Request) -> web.Response:
+    return web.Response(text="Healthy\n")
+
+
+async def ready(request: web.Request) -> web.Response:
+    return web.Response(text="Ready\n")
+
+
+async def reload(request: web.Request) -> web.Response:
+    if request.app[EXPORTER].reload():
+        return web.Response(text="Reloaded\n")
+    return web.Response(status=500, text="Reload failed: see the exporter's log\n")
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+async def landing(request: web.Request) -> web.Response:
+    exporter = request.app[EXPORTER]
+    config = exporter.loaded.config
+    rows = "".join(
+        f"<tr><td>{_e(name)}</td><td>{_e(t.url)}</td><td>{_e(t.module)}</td>"
+        f'<td><a href="probe?target={_e(name)}">probe</a> · '
+        f'<a href="probe?target={_e(name)}&amp;debug=true">debug</a></td></tr>'
+        for name, t in config.targets.items()
+    )
+    modules = "".join(
+        f"<tr><td>{_e(name)}</td><td>{_e(m.username)}</td><td>{format_duration(m.timeout)}</td>"
+        f"<td>{m.max_concurrency}</td>"
+        f"<td>{_e(', '.join(p.pattern for p in m.allowed_targets)) or '—'}</td></tr>"
+        for name, m in config.modules.items()
+    )
+    recent = "".join(
+        f"<tr><td>{_e(r.target.name)}</td><td>{'up' if r.snapshot.up else 'DOWN'}</td>"
+        f"<td>{r.snapshot.duration:.3f}s / {r.timeout:.1f}s</td>"
+        f"<td>{sum(r.snapshot.calls.values())}</td><td>{sum(r.snapshot.errors.values())}</td>"
+        f"<td>{'yes' if r.snapshot.deadline_exceeded else ''}</td></tr>"
+        for r in exporter.recent
+    )
+    page = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>WHM Exporter</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}</style></head>
+<body><h1>WHM Exporter</h1>
+<p>Prometheus exporter for cPanel &amp; WHM mail · version {_e(__version__)}</p>
+<ul><li><a href="metrics">Metrics</a> (the exporter's own)</li>
+<li><a href="-/healthy">Health</a> · <a href="-/ready">Readiness</a></li></ul>
+<h2>Targets</h2><table><tr><th>name</th><th>url</th><th>module</th><th></th></tr>{rows}</table>
+<h2>Modules</h2><table><tr><th>name</th><th>username</th><th>timeout</th>
+<th>max_concurrency</th><th>allowed_targets</th></tr>{modules}</table>
+<h2>Recent probes</h2><table><tr><th>target</th><th>result</th><th>duration / timeout</th>
+<th>calls</th><th>errors</th><th>deadline exceeded</th></tr>{recent}</table>
+</body></html>
+"""
+    return web.Response(text=page, content_type="text/html")
+
+
+def make_app(exporter: Exporter, security: WebSecurity | None = None) -> web.Application:
+    app = web.Application(
+        middlewares=[security.middleware()] if security and security.users else []
+    )
+    app[EXPORTER] = exporter
+    app.router.add_get("/", landing)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/probe", probe)
+    app.router.add_get("/-/healthy", healthy)
+    app.router.add_get("/-/ready", ready)
+    app.router.add_post("/-/reload", reload)
+
+    async def close(app: web.Application) -> None:
+        await exporter.close()
+
+    app.on_cleanup.append(close)
+    return app

@@ -1,0 +1,81 @@
+"""python -m whm_exporter.simulator: serve a generated WHM server on loopback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+
+from whm_exporter.simulator.app import FAULTS, Knobs, Simulator, serve
+from whm_exporter.simulator.dataset import Dataset
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m whm_exporter.simulator", description="A WHM API 1 look-alike on loopback."
+    )
+    p.add_argument("--listen", default="127.0.0.1:2087", help="host:port (port 0 picks a free one)")
+    p.add_argument("--username", default="root")
+    p.add_argument("--token", default="simulator-token", help="the API token it accepts")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--accounts", type=int, default=20, help="email accounts in all")
+    p.add_argument("--users", type=int, default=0, help="cPanel users (default: accounts/4)")
+    p.add_argument("--folders", type=int, default=5, help="folders per mailbox")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds added to every call")
+    p.add_argument("--error-rate", type=float, default=0.0, help="fraction of calls answering 500")
+    p.add_argument("--string-counters", action="store_true", help="send counters as strings")
+    p.add_argument("--disable-role", choices=["MailReceive", "MailSend"], default=None)
+    p.add_argument(
+        "--no-list-function",
+        action="store_true",
+        help="act as a server without get_mailbox_status_list",
+    )
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME=KIND",
+        help=f"answer calls for an account, user or function with a fault ({', '.join(FAULTS)})",
+    )
+    return p.parse_args(argv)
+
+
+async def _run(args: argparse.Namespace) -> None:
+    faults = dict(f.split("=", 1) for f in args.fault)
+    sim = Simulator(
+        Dataset(
+            seed=args.seed,
+            accounts=args.accounts,
+            users=args.users or max(1, args.accounts // 4),
+            folders=args.folders,
+        ),
+        username=args.username,
+        token=args.token,
+        knobs=Knobs(
+            latency=args.latency,
+            error_rate=args.error_rate,
+            string_counters=args.string_counters,
+            disabled_role=args.disable_role,
+            no_list_function=args.no_list_function,
+            faults=faults,
+        ),
+        seed=args.seed,
+    )
+    host, _, port = args.listen.rpartition(":")
+    runner, url = await serve(sim, host or "127.0.0.1", int(port))
+    print(f"WHM simulator serving {url} (user {args.username})", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_run(_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""A WHM API 1 look-alike on aiohttp.web, serving a generated :class:`Dataset`.
+
+It answers like the official reference: the {data, metadata} envelope, 401 with an HTML body for
+bad credentials, validation failures as HTTP 200 with ``result: 0`` and WHM's reason wording
+(WHM-API-NOTES.md §4), unordered payloads. Knobs add latency, faults, string-typed counters and
+disabled server roles; ``/_sim/stats`` counts calls and the most that were ever in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from whm_exporter.simulator.dataset import Dataset
+
+# Function -> server role that disables it (WHM-API-NOTES.md §4: Mailboxes.pm and Email.pm need
+# MailReceive, Exim.pm needs MailSend).
+ROLES = {
+    "get_mailbox_status": "MailReceive",
+    "get_mailbox_status_list": "MailReceive",
+    "list_pops_for": "MailReceive",
+    "get_unique_recipient_count_per_sender_for_user": "MailSend",
+    "get_unique_sender_recipient_count_per_user": "MailSend",
+}
+
+# What a fault kind sends instead of the real answer (for tests and the error-rate knob).
+FAULTS = ("http500", "garbage", "api_error", "html200", "slow", "auth")
+
+
+@dataclass
+class Knobs:
+    latency: float = 0.0
+    error_rate: float = 0.0
+    string_counters: bool = False
+    disabled_role: str | None = None
+    no_list_function: bool = False
+    # account, user or function name -> a kind from FAULTS, for that call only.
+    faults: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Stats:
+    calls: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "calls": dict(self.calls),
+            "total": sum(self.calls.values()),
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+        }
+
+
+def _envelope(function: str, data: object = None, *, reason: str = "OK") -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "metadata": {"command": function, "reason": reason, "result": 1, "version": 1}
+    }
+    if data is not None:
+        body["data"] = data
+    return body
+
+
+def _failure(function: str, reason: str) -> dict[str, Any]:
+    xid = secrets.token_hex(3)
+    return {
+        "metadata": {
+            "command": function,
+            "reason": f"API failure: (XID {xid}) {reason}",
+            "result": 0,
+            "version": 1,
+        }
+    }
+
+
+class Failure(Exception):
+    """A WHM validation failure: HTTP 200, ``result: 0``, this reason."""
+
+
+class Simulator:
+    def __init__(
+        self,
+        dataset: Dataset | None = None,
+        *,
+        username: str = "root",
+        token: str = "simulator-token",
+        knobs: Knobs | None = None,
+        seed: int = 1,
+    ) -> None:
+        self.dataset = dataset or Dataset()
+        self.username = username
+        self.token = token
+        self.knobs = knobs or Knobs()
+        self.stats = Stats()
+        self._random = random.Random(seed)
+        self._handlers: dict[str, Callable[[dict[str, str]], object]] = {
+            "listaccts": self._listaccts,
+            "list_pops_for": self._list_pops_for,
+            "get_mailbox_status": self._mailbox_status,
+            "get_mailbox_status_list": self._mailbox_status_list,
+            "get_unique_recipient_count_per_sender_for_user": self._senders,
+            "get_unique_sender_recipient_count_per_user": self._user_totals,
+        }
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/json-api/{function}", self._serve)
+        app.router.add_get("/_sim/stats", self._stats)
+        return app
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats.as_json())
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
+        function = request.match_info["function"]
+        expected = f"whm {self.username}:{self.token}"
+        if not secrets.compare_digest(request.headers.get("Authorization", ""), expected):
+            # cpsrvd refuses bad credentials with 401 and an HTML page (WHM-API-NOTES.md §5).
+            return web.Response(
+                status=401, text="<html><body>Access denied</body></html>", content_type="text/html"
+            )
+        self.stats.calls[function] += 1
+        self.stats.in_flight += 1
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+        try:
+            if self.knobs.latency:
+                await asyncio.sleep(self.knobs.latency)
+            params = dict(request.query)
+            fault = self._fault(function, params)
+            if fault:
+                return await self._fault_response(fault, function)
+            return web.json_response(self.answer(function, params))
+        finally:
+            self.stats.in_flight -= 1
+
+    def answer(self, function: str, params: dict[str, str]) -> dict[str, Any]:
+        """The JSON body WHM would send for this call."""
+        if params.get("api.version") != "1":
+            return {"metadata": {"result": 0, "reason": "WHM API 0 is not served here"}}
+        handler = self._handlers.get(function)
+        if handler is None or (
+            self.knobs.no_list_function and function == "get_mailbox_status_list"
+        ):
+            # Wording inferred: the real text for an unknown function is undocumented.
+            return {
+                "metadata": {
+                    "command": function,
+                    "reason": f"Unknown app (“{function}”) requested for this version (1)"
+                    " of the API.",
+                    "result": 0,
+                    "version": 1,
+                }
+            }
+        role = ROLES.get(function)
+        if role is not None and role == self.knobs.disabled_role:
+            return _failure(
+                function,
+                f"This functionality is not available because the “{role}” role is disabled"
+                " on this server.",
+            )
+        try:
+            return _envelope(function, handler(params))
+        except Failure as err:
+            return _failure(function, str(err))
+
+    def _fault(self, function: str, params: dict[str, str]) -> str | None:
+        for key in (params.get("account"), params.get("user"), function):
+            if key and key in self.knobs.faults:
+                return self.knobs.faults[key]
+        if self.knobs.error_rate and self._random.random() < self.knobs.error_rate:
+            return "http500"
+        return None
+
+    async def _fault_response(self, kind: str, function: str) -> web.StreamResponse:
+        if kind == "slow":
+            await asyncio.sleep(3600)
+        if kind == "auth":
+            return web.Response(status=403, text="Forbidden", content_type="text/plain")
+        if kind == "http500":
+            return web.Response(status=500, text="Internal Server Error")
+        if kind == "html200":
+            return web.Response(
+                text="<html><title>WHM Login</title></html>", content_type="text/html"
+            )
+        if kind == "api_error":
+            return web.json_response(_failure(function, "Something went wrong on the server."))
+        return web.Response(text='{"metadata": {"result": 1', content_type="application/json")
+
+    def _count(self, value: int) -> int | str:
+        # Legacy servers send counters as strings (WHM-API-NOTES.md §4).
+        return str(value) if self.knobs.string_counters else value
+
+    @staticmethod
+    def _required(params: dict[str, str], name: str) -> str:
+        value = params.get(name, "")
+        if not value:
+            raise Failure(f"Provide the “{name}” parameter.")
+        return value
+
+    def _listaccts(self, params: dict[str, str]) -> object:
+        ds = self.dataset
+        accts = [
+            {
+                "user": user,
+                "domain": ds.domain(user),
+                "owner": "root",
+                "suspended": int(ds.suspended(user)),
+            }
+            for user in ds.user_names
+        ]
+        return {"acct": accts}
+
+    def _list_pops_for(self, params: dict[str, str]) -> object:
+        user = self._required(params, "user")
+        if user not in self.dataset.pops:
+            raise Failure(f"The “{user}” user does not exist.")
+        return {"pops": list(self.dataset.pops[user])}
+
+    def _folders(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        account = self._required(params, "account")
+        if self.dataset.owner(account) is None:
+            raise Failure(f"“{account}” is not a valid email account.")
+        folders = [
+            {
+                "guid": hashlib.md5(f"{account}/{f.name}".encode()).hexdigest(),
+                "mailbox": f.name,
+                "messages": self._count(f.messages),
+                "vsize": self._count(f.vsize),
+            }
+            for f in self.dataset.mailbox(account)
+        ]
+        # Real servers build these from a Perl hash: the order is not stable.
+        self._random.shuffle(folders)
+        return folders
+
+    def _mailbox_status_list(self, params: dict[str, str]) -> object:
+        return {"mailboxes": self._folders(params)}
+
+    def _mailbox_status(self, params: dict[str, str]) -> object:
+        return {f.pop("mailbox"): f for f in self._folders(params)}
+
+    def _window(self, params: dict[str, str]) -> float:
+        start_text = self._required(params, "start_time")
+        end_text = self._required(params, "end_time")
+        if not (start_text.isdigit() and end_text.isdigit()):
+            raise Failure("The “start_time” and “end_time” must be valid UNIX epoch timestamps.")
+        start, end, now = int(start_text), int(end_text), int(time.time())
+        if start >= end:
+            raise Failure("The “start_time” parameter must be less than the “end_time” parameter.")
+        if end > now:
+            raise Failure(
+                f"The “end_time” parameter cannot be greater than the current time (“{now}”)."
+            )
+        return float(end - start)
+
+    def _senders(self, params: dict[str, str]) -> object:
+        user = self._required(params, "user")
+        window = self._window(params)
+        counts = self.dataset.senders(user, window)
+        return {
+            "payload": [
+                {"sender": s, "unique_recipient_count": self._count(c)} for s, c in counts.items()
+            ]
+        }
+
+    def _user_totals(self, params: dict[str, str]) -> object:
+        window = self._window(params)
+        rows = []
+        for user in self.dataset.user_names:
+            total = self.dataset.user_total(user, window)
+            if total:
+                rows.append({"user": user, "unique_sender_recipient_count": self._count(total)})
+        return {"payload": rows}
+
+
+async def serve(
+    simulator: Simulator, host: str = "127.0.0.1", port: int = 0
+) -> tuple[web.AppRunner, str]:
+    """Start the simulator on loopback; returns its runner (to clean up) and base URL."""
+    runner = web.AppRunner(simulator.app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    bound = runner.addresses[0][1]
+    return runner, f"http://{host}:{bound}"

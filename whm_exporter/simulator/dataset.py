@@ -1,0 +1,141 @@
+"""The simulator's generated server: users, email accounts, folders and senders.
+
+Everything is a pure function of the seed and the sizes, computed on demand, so a server of
+10,000 accounts costs nothing to hold and a test can ask what any answer must contain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from functools import cached_property
+
+_WORDS = (
+    "acme",
+    "birch",
+    "cedar",
+    "delta",
+    "ember",
+    "fjord",
+    "gale",
+    "harbor",
+    "iris",
+    "juniper",
+    "kestrel",
+    "lumen",
+    "maple",
+    "nimbus",
+    "orchid",
+    "pine",
+    "quartz",
+    "raven",
+    "sable",
+    "tundra",
+)
+_LOCALS = ("info", "sales", "support", "office", "billing", "hello", "jobs", "news", "admin")
+_FOLDERS = (
+    "INBOX",
+    "INBOX.Sent",
+    "INBOX.Drafts",
+    "INBOX.Trash",
+    "INBOX.Junk",
+    "INBOX.Archive",
+    "INBOX.Newsletters",
+    "INBOX.Invoices",
+)
+# cPanel's default outbound-spam threshold is 500 unique recipients per sender per hour
+# (WHM-API-NOTES.md, get_unique_recipient_count_per_sender_for_user): the heavy sender is far above.
+HEAVY_SENDER_RATE = 1200
+
+
+@dataclass(frozen=True, slots=True)
+class FolderData:
+    name: str
+    messages: int
+    vsize: int
+
+
+def _rng(*parts: object) -> random.Random:
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return random.Random(int.from_bytes(digest, "big"))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A deterministic WHM server. ``accounts`` email addresses spread over ``users`` cPanel users;
+    every 10th user is suspended; the first address of the first user is a heavy sender."""
+
+    seed: int = 1
+    accounts: int = 20
+    users: int = 5
+    folders: int = 5
+    heavy_sender: bool = True
+
+    @cached_property
+    def user_names(self) -> tuple[str, ...]:
+        return tuple(f"{_WORDS[i % len(_WORDS)]}{i + 1:03d}" for i in range(max(1, self.users)))
+
+    def domain(self, user: str) -> str:
+        return f"{user}.example"
+
+    def suspended(self, user: str) -> bool:
+        return self.user_names.index(user) % 10 == 9
+
+    @cached_property
+    def pops(self) -> dict[str, tuple[str, ...]]:
+        """Email addresses per user, as list_pops_for gives them (sorted, no main account)."""
+        out: dict[str, list[str]] = {u: [] for u in self.user_names}
+        for i in range(self.accounts):
+            user = self.user_names[i % len(self.user_names)]
+            n = len(out[user])
+            local = _LOCALS[n % len(_LOCALS)] + ("" if n < len(_LOCALS) else str(n // len(_LOCALS)))
+            out[user].append(f"{local}@{self.domain(user)}")
+        return {u: tuple(sorted(a)) for u, a in out.items()}
+
+    def owner(self, account: str) -> str | None:
+        """The cPanel user of an address or of a main account (its username)."""
+        if account in self.pops:
+            return account
+        domain = account.rpartition("@")[2]
+        user = domain.removesuffix(".example")
+        return user if account in self.pops.get(user, ()) else None
+
+    def folder_names(self) -> tuple[str, ...]:
+        extra = tuple(f"INBOX.Folder{k}" for k in range(max(0, self.folders - len(_FOLDERS))))
+        return (_FOLDERS + extra)[: max(1, self.folders)]
+
+    def mailbox(self, account: str) -> list[FolderData]:
+        """The folders of an address or of a user's main mailbox."""
+        out = []
+        for name in self.folder_names():
+            rng = _rng(self.seed, account, name)
+            messages = rng.randrange(0, 5000) if name == "INBOX" else rng.randrange(0, 800)
+            out.append(FolderData(name, messages, messages * rng.randrange(2_000, 60_000)))
+        return out
+
+    def sender_rate(self, sender: str) -> int:
+        """Unique remote recipients per hour; 0 means the sender is absent from the payload."""
+        if self.heavy_sender and sender == self.heavy_sender_address:
+            return HEAVY_SENDER_RATE
+        rng = _rng(self.seed, "rate", sender)
+        return 0 if rng.random() < 0.3 else rng.randrange(1, 120)
+
+    @property
+    def heavy_sender_address(self) -> str | None:
+        first = self.pops[self.user_names[0]]
+        return first[0] if first else None
+
+    def senders(self, user: str, window_seconds: float) -> dict[str, int]:
+        """Unique recipients per sender of one user in a window (absent when zero)."""
+        hours = window_seconds / 3600
+        out = {}
+        for sender in self.pops.get(user, ()):
+            count = round(self.sender_rate(sender) * hours)
+            if count > 0:
+                out[sender] = count
+        return out
+
+    def user_total(self, user: str, window_seconds: float) -> int:
+        """The per-user figure; the simulator takes the sum of its senders' counts."""
+        return sum(self.senders(user, window_seconds).values())

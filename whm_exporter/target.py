@@ -1,0 +1,93 @@
+"""The live state of one WHM server: its session, its concurrency bound, what it has taught us
+(which mailbox function it knows), its discovery and answer caches, and the collection in flight
+that overlapping probes share."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+
+import aiohttp
+
+from whm_exporter.cache import AnswerCache
+from whm_exporter.config import ModuleConfig
+from whm_exporter.discovery import Discovery
+from whm_exporter.probe import MAILBOX_LIST, Probe
+from whm_exporter.snapshot import Snapshot
+from whm_exporter.whm.client import CallObserver, WHMClient, new_session
+
+
+class Target:
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        module: ModuleConfig,
+        users: Mapping[str, tuple[str, ...]],
+        *,
+        label: str | None = None,
+        observer: CallObserver | None = None,
+    ) -> None:
+        self.name = name
+        # The target label of the exporter's own metrics.
+        self.label = label or name
+        self.url = url
+        self.module = module
+        self.users = users
+        # One bound for every probe of this server, so HA pairs and retries cannot multiply it.
+        self.semaphore = asyncio.Semaphore(module.max_concurrency)
+        self.discovery = Discovery(module.discovery, users)
+        self.cache = AnswerCache()
+        self._observer = observer
+        self._session: aiohttp.ClientSession | None = None
+        self._client: WHMClient | None = None
+        self._learned_mailbox_function: str | None = None
+        self._running: tuple[Probe, asyncio.Task[None]] | None = None
+
+    def same_as(self, url: str, module: ModuleConfig, users: Mapping[str, tuple[str, ...]]) -> bool:
+        """Whether a reloaded config describes this very target (so its state carries over)."""
+        return (url, module, dict(users)) == (self.url, self.module, dict(self.users))
+
+    @property
+    def client(self) -> WHMClient:
+        if self._client is None:
+            self._session = new_session(self.module.tls, self.module.max_concurrency)
+            self._client = WHMClient(
+                self._session,
+                self.url,
+                self.module.username,
+                self.module.secret,
+                request_timeout=self.module.request_timeout,
+                max_response_bytes=self.module.max_response_bytes,
+                server_name=self.module.tls.server_name,
+                observer=self._observer,
+            )
+        return self._client
+
+    def mailbox_function(self) -> str:
+        configured = self.module.mailboxes.function
+        if configured != "auto":
+            return configured
+        return self._learned_mailbox_function or MAILBOX_LIST
+
+    def learn_mailbox_function(self, function: str) -> None:
+        self._learned_mailbox_function = function
+
+    async def probe(self, deadline: float) -> Snapshot:
+        """Collect now, or join the collection already running for this target: WHM then sees
+        each call once and every waiting scraper gets the whole answer."""
+        started = time.monotonic()
+        if self._running is None or self._running[1].done():
+            probe = Probe(self)
+            self._running = (probe, asyncio.create_task(probe.run(deadline)))
+        probe, task = self._running
+        remaining = deadline - asyncio.get_running_loop().time()
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, remaining))
+        return probe.snapshot(started, cut_off=task not in done)
+
+    async def close(self) -> None:
+        if self._running is not None and not self._running[1].done():
+            self._running[1].cancel()
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,1 @@
+"""Talking to WHM API 1: the HTTP client and the pure parsers of its answers."""

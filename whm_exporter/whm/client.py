@@ -1,0 +1,145 @@
+"""WHMClient: HTTP to one WHM server, and nothing else.
+
+One aiohttp session per target, ``Authorization: whm user:token``, ``api.version=1`` on every call,
+TLS verified by default, a per-call timeout and a cap on the body size. Every failure leaves as a
+:class:`WHMError` with its reason class; a body is decoded JSON, never trusted further (that is
+the parsers' job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiohttp
+from pydantic import SecretStr
+
+from whm_exporter.config import TLSConfig
+from whm_exporter.whm.errors import WHMError
+
+# (function, seconds, outcome) for the exporter's own metrics; outcome is "success" or a reason.
+CallObserver = Callable[[str, float, str], None]
+
+
+def ssl_context(tls: TLSConfig) -> ssl.SSLContext:
+    """The TLS policy of a module: verify against the system store or ``ca_file``, or not at all."""
+    ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    if tls.insecure_skip_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def new_session(tls: TLSConfig, max_concurrency: int) -> aiohttp.ClientSession:
+    """A session for one target; its pool is as large as the calls that may be in flight."""
+    connector = aiohttp.TCPConnector(
+        ssl=ssl_context(tls), limit=max_concurrency, ttl_dns_cache=300, enable_cleanup_closed=True
+    )
+    # No cookies: WHM token auth needs none, and a login page's cookies must not follow us.
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+
+class WHMClient:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        username: str,
+        token: SecretStr,
+        *,
+        request_timeout: float,
+        max_response_bytes: int,
+        server_name: str | None = None,
+        observer: CallObserver | None = None,
+    ) -> None:
+        self._session = session
+        self._base = url.rstrip("/") + "/json-api/"
+        self._token = token.get_secret_value()
+        self._headers = {"Authorization": f"whm {username}:{self._token}"}
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._max_bytes = max_response_bytes
+        self._server_name = server_name
+        self._observer = observer
+
+    def __repr__(self) -> str:
+        return f"WHMClient({self._base!r})"
+
+    async def call(self, function: str, params: Mapping[str, str | int] | None = None) -> Any:
+        """GET one WHM API 1 function and return the decoded JSON body."""
+        started = time.monotonic()
+        outcome = "success"
+        try:
+            return await self._call(function, params or {})
+        except WHMError as err:
+            outcome = err.reason
+            raise
+        except asyncio.CancelledError:
+            outcome = "timeout"
+            raise
+        finally:
+            if self._observer is not None:
+                self._observer(function, time.monotonic() - started, outcome)
+
+    async def _call(self, function: str, params: Mapping[str, str | int]) -> Any:
+        query = {"api.version": "1", **{k: str(v) for k, v in params.items()}}
+        try:
+            async with self._session.get(
+                self._base + function,
+                params=query,
+                headers=self._headers,
+                timeout=self._timeout,
+                server_hostname=self._server_name,
+                allow_redirects=False,
+            ) as resp:
+                if resp.status in (401, 403):
+                    raise WHMError("auth", f"HTTP {resp.status}: credentials refused")
+                if resp.status == 404:
+                    raise WHMError("http", "HTTP 404", unknown_function=True)
+                if resp.status != 200:
+                    raise WHMError("http", f"HTTP {resp.status}")
+                body = await self._read(resp)
+        except WHMError:
+            raise
+        except TimeoutError:
+            raise WHMError("timeout", f"no complete answer within {self._timeout.total}s") from None
+        except (aiohttp.ClientSSLError, ssl.SSLError) as err:
+            raise WHMError("tls", _describe(err)) from None
+        except (aiohttp.ClientConnectionError, OSError) as err:
+            # Refused, reset, DNS, or a connection closed mid-body.
+            raise WHMError("connect", _describe(err)) from None
+        except aiohttp.ClientError as err:
+            raise WHMError("http", _describe(err)) from None
+        try:
+            return json.loads(body)
+        except ValueError:
+            snippet = _snippet(body).replace(self._token, "<token>") if self._token else ""
+            raise WHMError("protocol", f"answer is not JSON: {snippet}") from None
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The body, refused unread when it announces more than the cap, cut off when it sends
+        more than it announced."""
+        if resp.content_length is not None and resp.content_length > self._max_bytes:
+            raise WHMError("protocol", f"answer of {resp.content_length} bytes exceeds the cap")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await resp.content.read(65536):
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise WHMError("protocol", f"answer exceeds the cap of {self._max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _describe(err: BaseException) -> str:
+    # aiohttp errors name the host and port, never our headers; keep them short for logs.
+    text = str(err) or type(err).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _snippet(body: bytes) -> str:
+    text = body[:80].decode("utf-8", "replace").replace("\n", " ").strip()
+    return repr(text) if text else "empty body"

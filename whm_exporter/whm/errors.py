@@ -1,0 +1,29 @@
+"""The one error type of talking to WHM, with the reason classes the metrics expose."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+# The `reason` label of whm_api_errors (DESIGN.md §2); nothing else may appear there.
+Reason = Literal["auth", "timeout", "connect", "tls", "http", "api", "protocol", "role_disabled"]
+REASONS: tuple[Reason, ...] = (
+    "auth",
+    "timeout",
+    "connect",
+    "tls",
+    "http",
+    "api",
+    "protocol",
+    "role_disabled",
+)
+
+
+class WHMError(Exception):
+    """A failed WHM call. ``detail`` is for logs (WHM's own reason when it gave one); it never
+    holds credentials. ``unknown_function`` marks answers saying the server lacks the function."""
+
+    def __init__(self, reason: Reason, detail: str, *, unknown_function: bool = False) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason: Reason = reason
+        self.detail = detail
+        self.unknown_function = unknown_function
