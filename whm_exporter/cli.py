@@ -104,15 +104,11 @@ async def _serve(exporter: Exporter, listen: str, web_config: str | None, banner
     host, port = split_listen(listen)
     security = load_web_config(web_config) if web_config else None
     app = make_app(exporter, security)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(
-        runner,
-        host,
-        port,
-        shutdown_timeout=SHUTDOWN_GRACE,
-        ssl_context=security.ssl_context if security else None,
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
     )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=security.ssl_context if security else None)
     await site.start()
     log.info("listening", extra={"address": listen, "tls": bool(security and security.ssl_context)})
     if banner:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from whm_exporter.config import ConfigError, Loaded, ModuleConfig, load_config
 from whm_exporter.metrics import ExporterMetrics
 from whm_exporter.snapshot import Snapshot
-from whm_exporter.target import Target
+from whm_exporter.target import Bound, Target
 
 log = logging.getLogger("whm_exporter")
 
@@ -79,6 +79,8 @@ class Exporter:
         self._unlisted: OrderedDict[tuple[str, str], Target] = OrderedDict()
         self.recent: deque[ProbeResult] = deque(maxlen=RECENT_PROBES)
         self._retired: set[asyncio.Task[None]] = set()
+        # One concurrency bound per WHM server (by URL), shared by every target that names it.
+        self._bounds: dict[str, Bound] = {}
         self._apply(loaded)
         metrics.reload_ok.set(1)
         metrics.reload_time.set(time.time())
@@ -88,15 +90,27 @@ class Exporter:
         are closed once the probes that started on them had their time to finish."""
         config = loaded.config
         old = self.targets
+        sizes: dict[str, int] = {}
+        for tc in config.targets.values():
+            limit = config.modules[tc.module].max_concurrency
+            sizes[tc.url] = min(sizes.get(tc.url, limit), limit)
+        # A server keeps its semaphore across reloads unless its size changed.
+        self._bounds = {
+            url: old_bound
+            if (old_bound := self._bounds.get(url)) is not None and old_bound.size == size
+            else Bound(size)
+            for url, size in sizes.items()
+        }
         new: dict[str, Target] = {}
         for name, tc in config.targets.items():
             module = config.modules[tc.module]
+            bound = self._bounds[tc.url]
             current = old.get(name)
-            if current is not None and current.same_as(tc.url, module, tc.users):
+            if current is not None and current.same_as(tc.url, module, tc.users, bound):
                 new[name] = current
             else:
                 new[name] = Target(
-                    name, tc.url, module, tc.users, observer=self.metrics.observer(name)
+                    name, tc.url, module, tc.users, bound, observer=self.metrics.observer(name)
                 )
             self.metrics.init_target(name)
         retired = [t for n, t in old.items() if new.get(n) is not t]
@@ -162,7 +176,10 @@ class Exporter:
         if found is None:
             # Unlisted hosts count under their module's name on /metrics, so its cardinality
             # stays bounded by the config.
-            found = Target(url, url, mc, {}, label=module, observer=self.metrics.observer(module))
+            bound = self._bounds.setdefault(url, Bound(mc.max_concurrency))
+            found = Target(
+                url, url, mc, {}, bound, label=module, observer=self.metrics.observer(module)
+            )
             self.metrics.init_target(module)
             self._unlisted[key] = found
             if len(self._unlisted) > MAX_UNLISTED_TARGETS:

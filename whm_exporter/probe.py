@@ -60,8 +60,9 @@ class Probe:
         try:
             async with asyncio.timeout_at(deadline):
                 self.inventory = await self.target.discovery.inventory(self.fetch, time.monotonic)
+                first = await self._learn_mailbox_function()
                 async with asyncio.TaskGroup() as tasks:
-                    self._plan(tasks)
+                    self._plan(tasks, skip=first)
             self.target.cache.keep_only(self._cache_keys)
         except TimeoutError:
             self.deadline_exceeded = True
@@ -69,13 +70,25 @@ class Probe:
             # A bug must not cost the operator the whole target: serve what was collected.
             log.exception("probe of %s failed unexpectedly", self.target.name)
 
-    def _plan(self, tasks: asyncio.TaskGroup) -> None:
+    async def _learn_mailbox_function(self) -> tuple[str, str] | None:
+        """With ``function: auto`` and nothing learned yet, scrape one account alone first, so
+        that a server without the list form costs one failed call, not one per account."""
+        if not self.module.mailboxes.enabled or self.target.knows_mailbox_function():
+            return None
+        for user, accounts in self.inventory.users.items():
+            if accounts:
+                await self._mailbox(user, accounts[0])
+                return user, accounts[0]
+        return None
+
+    def _plan(self, tasks: asyncio.TaskGroup, skip: tuple[str, str] | None) -> None:
         mailboxes = self.module.mailboxes
         recipients = self.module.unique_recipients
         for user, accounts in self.inventory.users.items():
             if mailboxes.enabled:
                 for account in accounts:
-                    tasks.create_task(self._mailbox(user, account))
+                    if (user, account) != skip:
+                        tasks.create_task(self._mailbox(user, account))
             if recipients.enabled:
                 for window in recipients.windows:
                     tasks.create_task(self._senders(user, window.label, window.seconds))
@@ -103,7 +116,7 @@ class Probe:
             )
         except WHMError:
             # This server has no list form: use the object form from now on (per target).
-            self.target.learn_mailbox_function(MAILBOX_OBJECT)
+            function = MAILBOX_OBJECT
             folders = await self.fetch(
                 MAILBOX_OBJECT,
                 account,
@@ -113,6 +126,7 @@ class Probe:
             )
         if folders is None:
             return
+        self.target.learn_mailbox_function(function)
         for folder in folders:
             if selected(folder.name, cfg.include_folders, cfg.exclude_folders):
                 self.mailboxes.append(

@@ -18,6 +18,14 @@ from whm_exporter.snapshot import Snapshot
 from whm_exporter.whm.client import CallObserver, WHMClient, new_session
 
 
+class Bound(asyncio.Semaphore):
+    """The most WHM calls that may be in flight toward one server."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
 class Target:
     def __init__(
         self,
@@ -25,6 +33,7 @@ class Target:
         url: str,
         module: ModuleConfig,
         users: Mapping[str, tuple[str, ...]],
+        bound: Bound,
         *,
         label: str | None = None,
         observer: CallObserver | None = None,
@@ -35,8 +44,9 @@ class Target:
         self.url = url
         self.module = module
         self.users = users
-        # One bound for every probe of this server, so HA pairs and retries cannot multiply it.
-        self.semaphore = asyncio.Semaphore(module.max_concurrency)
+        # Shared with every probe of every target naming this server, so HA pairs, retries and
+        # duplicate targets cannot multiply the load on it.
+        self.semaphore = bound
         self.discovery = Discovery(module.discovery, users)
         self.cache = AnswerCache()
         self._observer = observer
@@ -45,9 +55,12 @@ class Target:
         self._learned_mailbox_function: str | None = None
         self._running: tuple[Probe, asyncio.Task[None]] | None = None
 
-    def same_as(self, url: str, module: ModuleConfig, users: Mapping[str, tuple[str, ...]]) -> bool:
+    def same_as(
+        self, url: str, module: ModuleConfig, users: Mapping[str, tuple[str, ...]], bound: Bound
+    ) -> bool:
         """Whether a reloaded config describes this very target (so its state carries over)."""
-        return (url, module, dict(users)) == (self.url, self.module, dict(self.users))
+        same = (url, module, dict(users)) == (self.url, self.module, dict(self.users))
+        return same and bound is self.semaphore
 
     @property
     def client(self) -> WHMClient:
@@ -70,6 +83,11 @@ class Target:
         if configured != "auto":
             return configured
         return self._learned_mailbox_function or MAILBOX_LIST
+
+    def knows_mailbox_function(self) -> bool:
+        return (
+            self.module.mailboxes.function != "auto" or self._learned_mailbox_function is not None
+        )
 
     def learn_mailbox_function(self, function: str) -> None:
         self._learned_mailbox_function = function

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import random
 import secrets
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -284,11 +285,16 @@ class Simulator:
 
 
 async def serve(
-    simulator: Simulator, host: str = "127.0.0.1", port: int = 0
+    simulator: Simulator,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[web.AppRunner, str]:
     """Start the simulator on loopback; returns its runner (to clean up) and base URL."""
-    runner = web.AppRunner(simulator.app(), access_log=None)
+    # Stalled answers (the "slow" fault) must not hold a test's clean-up for a minute.
+    runner = web.AppRunner(simulator.app(), access_log=None, shutdown_timeout=0.5)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     bound = runner.addresses[0][1]
-    return runner, f"http://{host}:{bound}"
+    scheme = "https" if ssl_context else "http"
+    return runner, f"{scheme}://{host}:{bound}"

@@ -1,0 +1,139 @@
+"""Shared test parts: the official fixtures, the simulator and the exporter on loopback, and a
+reader for the exposition format."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aioresponses_shim
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from whm_exporter.config import Loaded, build_config
+from whm_exporter.exporter import Exporter
+from whm_exporter.metrics import ExporterMetrics
+from whm_exporter.server import make_app
+from whm_exporter.simulator import Dataset, Knobs, Simulator, serve
+
+aioresponses_shim.install()
+
+FIXTURES = Path(__file__).parent / "fixtures"
+# Distinctive, so a leak is found by a plain substring search.
+TOKEN = "TOKEN-9f3b7c1e5a-NEVER-PRINT"
+
+
+def fixture(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def samples(text: str) -> Samples:
+    """Exposition text to {(name, labels): value}; fails on anything the parser refuses."""
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(found: Samples, name: str, **labels: str) -> float | None:
+    return found.get((name, frozenset(labels.items())))
+
+
+def series(found: Samples, name: str) -> dict[frozenset[tuple[str, str]], float]:
+    return {labels: v for (n, labels), v in found.items() if n == name}
+
+
+def module(url: str, **overrides: Any) -> dict[str, Any]:
+    """A config document with one module and one target ``t`` at ``url``."""
+    users = overrides.pop("users", None)
+    target: dict[str, Any] = {"url": url}
+    if users is not None:
+        target["users"] = users
+    return {"modules": {"default": {"token": TOKEN, **overrides}}, "targets": {"t": target}}
+
+
+def loaded(document: dict[str, Any]) -> Loaded:
+    return build_config(document, env={})
+
+
+@dataclass
+class WHM:
+    sim: Simulator
+    url: str
+
+
+@dataclass
+class Running:
+    exporter: Exporter
+    url: str
+    session: aiohttp.ClientSession
+
+    async def get(self, path: str, **headers: str) -> tuple[int, str]:
+        async with self.session.get(self.url + path, headers=headers) as resp:
+            return resp.status, await resp.text()
+
+    async def probe(self, target: str = "t", **headers: str) -> Samples:
+        status, text = await self.get(f"/probe?target={target}", **headers)
+        assert status == 200, text
+        return samples(text)
+
+
+@pytest.fixture
+async def start_whm() -> AsyncIterator[Callable[..., Awaitable[WHM]]]:
+    runners: list[web.AppRunner] = []
+
+    async def start(dataset: Dataset | None = None, **knobs: Any) -> WHM:
+        sim = Simulator(dataset or Dataset(), token=TOKEN, knobs=Knobs(**knobs))
+        runner, url = await serve(sim)
+        runners.append(runner)
+        return WHM(sim, url)
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def whm(start_whm: Callable[..., Awaitable[WHM]]) -> WHM:
+    return await start_whm()
+
+
+@pytest.fixture
+async def start_exporter() -> AsyncIterator[Callable[[dict[str, Any]], Awaitable[Running]]]:
+    started: list[tuple[web.AppRunner, aiohttp.ClientSession]] = []
+
+    async def start(document: dict[str, Any]) -> Running:
+        exporter = Exporter(loaded(document), ExporterMetrics(), None)
+        runner = web.AppRunner(make_app(exporter), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        session = aiohttp.ClientSession()
+        started.append((runner, session))
+        return Running(exporter, f"http://127.0.0.1:{runner.addresses[0][1]}", session)
+
+    yield start
+    for runner, session in started:
+        await session.close()
+        await runner.cleanup()
+
+
+def require_tool(name: str) -> str:
+    """A real binary the test needs. In CI its absence fails the test; on a developer's machine
+    it skips, loudly."""
+    path = shutil.which(name)
+    if path:
+        return path
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} is required in CI (Debian package 'prometheus') but was not found")
+    pytest.skip(f"SKIPPED: {name} not installed (apt-get install prometheus); CI runs this test")

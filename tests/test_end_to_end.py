@@ -1,0 +1,267 @@
+"""The exporter and the simulator on loopback: what a scrape of /probe returns, value by value,
+and how every failure of WHM shows as a gauge while the rest of the probe still reports."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+
+import pytest
+from conftest import TOKEN, WHM, module, require_tool, samples, series, value
+
+from whm_exporter.simulator import Dataset
+
+DATASET = Dataset(accounts=20, users=5, folders=5)
+
+
+async def test_values_equal_the_servers_data_account_by_account(start_whm, start_exporter) -> None:
+    whm: WHM = await start_whm(DATASET)
+    running = await start_exporter(module(whm.url, unique_recipients={"windows": ["1h", "1d"]}))
+    found = await running.probe()
+    assert value(found, "whm_up") == 1
+    assert value(found, "whm_probe_deadline_exceeded") == 0
+    expected_accounts = 0
+    for user in DATASET.user_names:
+        for account in (*DATASET.pops[user], user):
+            expected_accounts += 1
+            for folder in DATASET.mailbox(account):
+                labels = {"user": user, "account": account, "mailbox": folder.name}
+                assert value(found, "whm_mailbox_messages", **labels) == folder.messages
+                assert value(found, "whm_mailbox_size_bytes", **labels) == folder.vsize
+        for label, seconds in (("1h", 3600), ("1d", 86400)):
+            for sender, count in DATASET.senders(user, seconds).items():
+                got = value(
+                    found, "whm_sender_unique_recipients", user=user, sender=sender, window=label
+                )
+                assert got == count
+            total = DATASET.user_total(user, seconds)
+            if total:
+                assert value(found, "whm_user_unique_recipients", user=user, window=label) == total
+    assert len(series(found, "whm_mailbox_messages")) == expected_accounts * 5
+    assert value(found, "whm_discovered_accounts") == expected_accounts
+    assert value(found, "whm_discovered_users") == len(DATASET.user_names)
+    assert not series(found, "whm_api_errors")
+
+
+async def test_explicit_accounts_without_discovery(start_whm, start_exporter) -> None:
+    whm: WHM = await start_whm(DATASET)
+    user = DATASET.user_names[1]
+    account = DATASET.pops[user][0]
+    running = await start_exporter(
+        module(whm.url, discovery={"enabled": False}, users={user: [account]})
+    )
+    found = await running.probe()
+    assert {dict(k)["account"] for k in series(found, "whm_mailbox_messages")} == {account}
+    assert whm.sim.stats.calls["listaccts"] == 0
+    assert value(found, "whm_api_calls", function="get_mailbox_status_list") == 1
+
+
+async def test_string_counters_give_the_same_numbers(start_whm, start_exporter) -> None:
+    whm: WHM = await start_whm(DATASET, string_counters=True)
+    found = await (await start_exporter(module(whm.url))).probe()
+    user = DATASET.user_names[0]
+    folder = DATASET.mailbox(user)[0]
+    assert (
+        value(found, "whm_mailbox_messages", user=user, account=user, mailbox=folder.name)
+        == folder.messages
+    )
+
+
+async def test_bad_token_is_whm_up_zero_with_auth_errors(start_whm, start_exporter) -> None:
+    whm: WHM = await start_whm(DATASET)
+    document = module(whm.url, discovery={"enabled": False}, users={"acme001": ["acme001"]})
+    document["modules"]["default"]["token"] = "wrong"
+    status, text = await (await start_exporter(document)).get("/probe?target=t")
+    assert status == 200
+    found = samples(text)
+    assert value(found, "whm_up") == 0
+    assert value(found, "whm_api_errors", function="get_mailbox_status_list", reason="auth") == 1
+
+
+async def test_role_disabled_is_reported_not_fatal(start_whm, start_exporter) -> None:
+    whm: WHM = await start_whm(DATASET, disabled_role="MailSend")
+    found = await (await start_exporter(module(whm.url))).probe()
+    assert value(found, "whm_up") == 1
+    users = len(DATASET.user_names)
+    errors = value(
+        found,
+        "whm_api_errors",
+        function="get_unique_recipient_count_per_sender_for_user",
+        reason="role_disabled",
+    )
+    assert errors == users
+    assert series(found, "whm_mailbox_messages")
+    assert not series(found, "whm_sender_unique_recipients")
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("garbage", "protocol"),
+        ("http500", "http"),
+        ("html200", "protocol"),
+        ("api_error", "api"),
+        ("slow", "timeout"),
+    ],
+)
+async def test_one_failing_account_does_not_hide_the_others(
+    start_whm, start_exporter, fault: str, reason: str
+) -> None:
+    broken = DATASET.pops[DATASET.user_names[0]][0]
+    whm: WHM = await start_whm(DATASET, faults={broken: fault})
+    found = await (await start_exporter(module(whm.url, request_timeout="300ms"))).probe()
+    assert value(found, "whm_up") == 1
+    assert value(found, "whm_api_errors", function="get_mailbox_status_list", reason=reason) == 1
+    accounts = {dict(k)["account"] for k in series(found, "whm_mailbox_messages")}
+    assert broken not in accounts
+    assert len(accounts) == DATASET.accounts + len(DATASET.user_names) - 1
+
+
+async def test_scrape_timeout_header_sets_the_deadline(start_whm, start_exporter) -> None:
+    broken = DATASET.pops[DATASET.user_names[0]][0]
+    whm: WHM = await start_whm(DATASET, faults={broken: "slow"})
+    running = await start_exporter(module(whm.url, request_timeout="1m", timeout="1m"))
+    started = time.monotonic()
+    found = await running.probe(**{"X-Prometheus-Scrape-Timeout-Seconds": "1.5"})
+    elapsed = time.monotonic() - started
+    assert value(found, "whm_probe_deadline_exceeded") == 1
+    assert 0.9 <= elapsed < 5, elapsed
+    # What answered before the deadline is still served.
+    assert len(series(found, "whm_mailbox_messages")) > 0
+
+
+async def test_concurrency_never_exceeds_the_bound(start_whm, start_exporter) -> None:
+    whm: WHM = await start_whm(DATASET, latency=0.03)
+    found = await (await start_exporter(module(whm.url, max_concurrency=3))).probe()
+    assert value(found, "whm_up") == 1
+    assert whm.sim.stats.max_in_flight == 3
+
+
+async def test_auto_falls_back_to_the_object_form_and_remembers(start_whm, start_exporter) -> None:
+    whm: WHM = await start_whm(DATASET, no_list_function=True)
+    running = await start_exporter(module(whm.url, max_concurrency=1))
+    first = await running.probe()
+    assert value(first, "whm_api_calls", function="get_mailbox_status_list") == 1
+    assert value(first, "whm_api_calls", function="get_mailbox_status") == DATASET.accounts + 5
+    second = await running.probe()
+    assert value(second, "whm_api_calls", function="get_mailbox_status_list") is None
+    assert not series(second, "whm_api_errors")
+    assert len(series(second, "whm_mailbox_messages")) == (DATASET.accounts + 5) * 5
+
+
+async def test_object_form_chosen_in_config(start_whm, start_exporter) -> None:
+    whm: WHM = await start_whm(DATASET)
+    found = await (
+        await start_exporter(module(whm.url, mailboxes={"function": "get_mailbox_status"}))
+    ).probe()
+    assert whm.sim.stats.calls["get_mailbox_status_list"] == 0
+    assert len(series(found, "whm_mailbox_messages")) == (DATASET.accounts + 5) * 5
+
+
+async def test_unique_recipients_window_ends_behind_the_servers_clock(
+    start_whm, start_exporter
+) -> None:
+    # The simulator refuses an end_time in its future, as WHM does; a lag of 0 still passes.
+    whm: WHM = await start_whm(DATASET)
+    found = await (
+        await start_exporter(module(whm.url, unique_recipients={"end_time_lag": "0s"}))
+    ).probe()
+    assert series(found, "whm_sender_unique_recipients")
+    assert not series(found, "whm_api_errors")
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("/probe", "missing 'target'"),
+        ("/probe?target=nope", "unknown target"),
+        ("/probe?target=h.example&module=nope", "unknown module"),
+    ],
+)
+async def test_bad_probe_requests_are_400_with_a_reason(
+    start_whm, start_exporter, query: str, reason: str
+) -> None:
+    whm: WHM = await start_whm(DATASET)
+    status, text = await (await start_exporter(module(whm.url))).get(query)
+    assert status == 400
+    assert reason in text
+    assert text.count("\n") == 1
+
+
+async def test_openmetrics_when_asked(start_whm, start_exporter) -> None:
+    whm: WHM = await start_whm(DATASET)
+    running = await start_exporter(module(whm.url))
+    async with running.session.get(
+        running.url + "/probe?target=t",
+        headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+    ) as resp:
+        text = await resp.text()
+        assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert text.rstrip().endswith("# EOF")
+
+
+async def test_debug_shows_each_call_then_the_metrics(start_whm, start_exporter) -> None:
+    broken = DATASET.pops[DATASET.user_names[0]][0]
+    whm: WHM = await start_whm(DATASET, faults={broken: "api_error"})
+    status, text = await (await start_exporter(module(whm.url))).get("/probe?target=t&debug=true")
+    assert status == 200
+    assert f"get_mailbox_status_list {broken}: api" in text
+    assert "Something went wrong" in text
+    assert "whm_up 1.0" in text
+
+
+async def test_own_metrics_landing_and_health(start_whm, start_exporter) -> None:
+    whm: WHM = await start_whm(DATASET)
+    running = await start_exporter(module(whm.url))
+    await running.probe()
+    status, text = await running.get("/metrics")
+    found = samples(text)
+    assert value(found, "whm_exporter_probes_total", target="t", result="success") == 1
+    assert value(found, "whm_exporter_probes_total", target="t", result="failure") == 0
+    assert (
+        value(
+            found,
+            "whm_exporter_api_requests_total",
+            target="t",
+            function="listaccts",
+            outcome="success",
+        )
+        == 1
+    )
+    assert (
+        value(
+            found,
+            "whm_exporter_api_request_duration_seconds_count",
+            target="t",
+            function="listaccts",
+        )
+        == 1
+    )
+    assert any(name == "whm_exporter_build_info" for name, _ in found)
+    assert any(name == "process_resident_memory_bytes" for name, _ in found)
+    assert not any(name.startswith("whm_mailbox") for name, _ in found)
+    status, page = await running.get("/")
+    assert status == 200
+    assert "probe?target=t" in page
+    assert TOKEN not in page
+    assert (await running.get("/-/healthy"))[0] == 200
+    assert (await running.get("/-/ready"))[0] == 200
+
+
+async def test_promtool_finds_nothing_in_a_real_probe(start_whm, start_exporter) -> None:
+    promtool = require_tool("promtool")
+    whm: WHM = await start_whm(DATASET)
+    running = await start_exporter(module(whm.url, unique_recipients={"windows": ["1h", "24h"]}))
+    for path in ("/probe?target=t", "/metrics"):
+        _, text = await running.get(path)
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [promtool, "check", "metrics"],
+            input=text,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.strip() == "", result.stdout
+        assert result.stderr.strip() == "", result.stderr

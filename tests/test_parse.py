@@ -1,0 +1,176 @@
+"""The parsers against the official WHM examples and against every wrong shape we can name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import fixture
+
+from whm_exporter.whm import parse
+from whm_exporter.whm.errors import WHMError
+
+OFFICIAL_FOLDERS = {
+    "INBOX": (42000, 42),
+    "INBOX.Drafts": (5, 522),
+    "INBOX.Sent": (1, 56),
+    "INBOX.Trash": (2001, 5643),
+    "INBOX.angel_face@example_com": (3, 1524),
+    "INBOX.marla_singer@example_com": (5, 100),
+    "INBOX.narrator@example_com": (0, 0),
+    "INBOX.robert_paulsen@example_com": (2, 2222),
+    "INBOX.tyler_durden@example_com": (55, 12244),
+}
+
+
+def ok(function: str, data: Any) -> dict[str, Any]:
+    return {
+        "data": data,
+        "metadata": {"command": function, "reason": "OK", "result": 1, "version": 1},
+    }
+
+
+def test_official_get_mailbox_status_example_gives_every_folder() -> None:
+    folders = parse.mailbox_status(fixture("get_mailbox_status.official.json"))
+    assert {f.name: (f.messages, f.vsize) for f in folders} == OFFICIAL_FOLDERS
+
+
+def test_official_items_in_list_shape_give_the_same_folders() -> None:
+    folders = parse.mailbox_status_list(fixture("get_mailbox_status_list.official_items.json"))
+    assert {f.name: (f.messages, f.vsize) for f in folders} == OFFICIAL_FOLDERS
+
+
+def test_string_counters_are_coerced_legacy_doc_example() -> None:
+    folders = parse.mailbox_status(fixture("get_mailbox_status.legacy_string_counters.json"))
+    assert {(f.name, f.messages, f.vsize) for f in folders} == {
+        ("INBOX.marla_singer@example_com", 0, 0),
+        ("INBOX.angel_face@example_com", 0, 0),
+    }
+
+
+def test_official_unique_recipient_example() -> None:
+    body = fixture("get_unique_recipient_count_per_sender_for_user.official.json")
+    assert parse.sender_counts(body) == [parse.SenderCount("username@example.com", 51)]
+
+
+def test_no_remote_mail_is_an_empty_payload() -> None:
+    body = fixture("get_unique_recipient_count_per_sender_for_user.empty.json")
+    assert parse.sender_counts(body) == []
+
+
+def test_string_result_one_is_success_as_in_the_2018_list_pops_for_example() -> None:
+    pops = parse.pops(fixture("list_pops_for.legacy_string_result.json"))
+    assert pops == ["example1@example.com", "example3@example.com", "example2@example.com"]
+
+
+def test_listaccts_official_fields() -> None:
+    assert parse.accounts(fixture("listaccts.official_fields.json")) == [
+        parse.Account("username", suspended=False)
+    ]
+
+
+def test_user_totals() -> None:
+    body = ok(
+        "get_unique_sender_recipient_count_per_user",
+        {"payload": [{"user": "bob", "unique_sender_recipient_count": "12"}]},
+    )
+    assert parse.user_totals(body) == [parse.UserTotal("bob", 12)]
+
+
+def test_role_disabled_reason_is_its_own_class() -> None:
+    with pytest.raises(WHMError) as err:
+        parse.mailbox_status_list(fixture("get_mailbox_status_list.role_disabled.json"))
+    assert err.value.reason == "role_disabled"
+    assert "MailReceive" in err.value.detail
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "get_mailbox_status_list.missing_account.json",
+        "get_unique_recipient_count_per_sender_for_user.end_time_in_future.json",
+        "list_pops_for.no_such_user.json",
+    ],
+)
+def test_result_zero_is_an_api_error_keeping_whms_reason(name: str) -> None:
+    body = fixture(name)
+    with pytest.raises(WHMError) as err:
+        parse.data(body, body["metadata"]["command"])
+    assert err.value.reason == "api"
+    assert err.value.detail == body["metadata"]["reason"]
+    assert not err.value.unknown_function
+
+
+def test_unknown_function_is_recognised_only_when_the_reason_names_it() -> None:
+    unknown = {
+        "metadata": {"result": 0, "reason": "Unknown app (get_mailbox_status_list) requested"}
+    }
+    with pytest.raises(WHMError) as err:
+        parse.mailbox_status_list(unknown)
+    assert err.value.unknown_function
+    other = {"metadata": {"result": 0, "reason": "Unknown app (something_else) requested"}}
+    with pytest.raises(WHMError) as err:
+        parse.mailbox_status_list(other)
+    assert not err.value.unknown_function
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ([], "list for object"),
+        ({"data": {}}, "no metadata"),
+        ({"metadata": {"result": "yes"}}, "non-numeric result"),
+        (ok("get_mailbox_status_list", None), "missing data"),
+        (ok("get_mailbox_status_list", {"mailboxes": {}}), "object for list"),
+        (ok("get_mailbox_status_list", {"mailboxes": [["INBOX"]]}), "list for item"),
+        (
+            ok("get_mailbox_status_list", {"mailboxes": [{"mailbox": "INBOX", "vsize": 1}]}),
+            "no messages",
+        ),
+        (
+            ok(
+                "get_mailbox_status_list",
+                {"mailboxes": [{"mailbox": 3, "messages": 1, "vsize": 1}]},
+            ),
+            "name",
+        ),
+        (
+            ok(
+                "get_mailbox_status_list",
+                {"mailboxes": [{"mailbox": "", "messages": 1, "vsize": 1}]},
+            ),
+            "empty",
+        ),
+    ],
+)
+def test_wrong_shapes_are_protocol_errors(body: Any, why: str) -> None:
+    with pytest.raises(WHMError) as err:
+        parse.mailbox_status_list(body)
+    assert err.value.reason == "protocol", why
+
+
+@pytest.mark.parametrize("bad", [1.5, -1, 2**60, "12abc", "", None, True, [], "١٢"])
+def test_bad_counters_are_protocol_errors(bad: object) -> None:
+    body = ok("get_mailbox_status", {"INBOX": {"messages": bad, "vsize": 1}})
+    with pytest.raises(WHMError) as err:
+        parse.mailbox_status(body)
+    assert err.value.reason == "protocol"
+
+
+def test_integral_float_counter_is_accepted() -> None:
+    body = ok("get_mailbox_status", {"INBOX": {"messages": 3.0, "vsize": "7"}})
+    assert parse.mailbox_status(body) == [parse.Folder("INBOX", 3, 7)]
+
+
+def test_duplicate_folder_is_a_protocol_error_not_a_duplicate_series() -> None:
+    item = {"mailbox": "INBOX", "messages": 1, "vsize": 1}
+    with pytest.raises(WHMError) as err:
+        parse.mailbox_status_list(ok("get_mailbox_status_list", {"mailboxes": [item, item]}))
+    assert "twice" in err.value.detail
+
+
+def test_duplicate_sender_is_a_protocol_error() -> None:
+    row = {"sender": "a@b.c", "unique_recipient_count": 1}
+    body = ok("get_unique_recipient_count_per_sender_for_user", {"payload": [row, row]})
+    with pytest.raises(WHMError):
+        parse.sender_counts(body)
