@@ -203,4 +203,5 @@ async def test_module_without_allowed_targets_refuses_every_host(start_whm, star
         "/probe?target=127.0.0.1&module=default"
     )
     assert status == 400
+    assert "allowed_targets" in text
     assert whm.sim.stats.calls.total() == 0
