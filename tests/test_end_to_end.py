@@ -208,7 +208,7 @@ async def test_debug_shows_each_call_then_the_metrics(start_whm, start_exporter)
     assert status == 200
     assert f"get_mailbox_status_list {broken}: api" in text
     assert "Something went wrong" in text
-    assert "whm_up 1.0" in text
+    assert "whm_up 1\n" in text
 
 
 async def test_own_metrics_landing_and_health(start_whm, start_exporter) -> None:

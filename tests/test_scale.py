@@ -191,7 +191,7 @@ async def test_unlisted_host_needs_a_full_allowed_targets_match(start_whm, start
     assert whm.sim.stats.calls.total() == 0
     status, text = await running.get(f"/probe?target=http://127.0.0.1:{port}&module=default")
     assert status == 200
-    assert "whm_up 1.0" in text
+    assert "whm_up 1\n" in text
     _, own = await running.get("/metrics")
     assert 'whm_exporter_probes_total{result="success",target="default"} 1.0' in own
     assert TOKEN not in own

@@ -127,8 +127,9 @@ class Probe:
         if folders is None:
             return
         self.target.learn_mailbox_function(function)
+        filtered = bool(cfg.include_folders or cfg.exclude_folders)
         for folder in folders:
-            if selected(folder.name, cfg.include_folders, cfg.exclude_folders):
+            if not filtered or selected(folder.name, cfg.include_folders, cfg.exclude_folders):
                 self.mailboxes.append(
                     MailboxSample(user, account, folder.name, folder.messages, folder.vsize)
                 )

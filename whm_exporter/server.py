@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+from collections.abc import Sequence
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 
 from whm_exporter import __version__
 from whm_exporter.config import format_duration
 from whm_exporter.exporter import BadRequest, Exporter, probe_timeout
-from whm_exporter.metrics import probe_registry
+from whm_exporter.metrics import Family, families, probe_registry, render_text
 from whm_exporter.snapshot import Snapshot
 from whm_exporter.webconfig import WebSecurity
 
@@ -21,10 +22,17 @@ log = logging.getLogger("whm_exporter.server")
 EXPORTER: web.AppKey[Exporter] = web.AppKey("exporter", Exporter)
 
 
-async def _exposition(request: web.Request, registry: CollectorRegistry) -> web.Response:
+async def _exposition(
+    request: web.Request, registry: CollectorRegistry, fast: Sequence[Family] | None = None
+) -> web.Response:
+    """OpenMetrics when the scraper asks for it, else text 0.0.4 (written by our own renderer
+    when the families are given)."""
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    # Large outputs take a while to render: keep the loop free for /-/healthy meanwhile.
-    body = await asyncio.to_thread(encoder, registry)
+    if fast is not None and content_type == CONTENT_TYPE_PLAIN_0_0_4:
+        body = render_text(fast)
+    else:
+        # Large outputs take a while: keep the loop free for /-/healthy meanwhile.
+        body = await asyncio.to_thread(encoder, registry)
     resp = web.Response(body=body)
     resp.headers["Content-Type"] = content_type
     return resp
@@ -45,14 +53,14 @@ async def probe(request: web.Request) -> web.Response:
     except BadRequest as err:
         return _bad_request(str(err))
     snapshot = await exporter.probe(target, timeout)
-    registry = probe_registry(snapshot, target.module)
+    fams = families(snapshot, target.module)
     if query.get("debug", "").lower() in ("true", "1"):
-        text = _debug_text(target.name, timeout, snapshot, registry)
+        text = _debug_text(target.name, timeout, snapshot, fams)
         return web.Response(text=text, content_type="text/plain")
-    return await _exposition(request, registry)
+    return await _exposition(request, probe_registry(fams), fams)
 
 
-def _debug_text(name: str, timeout: float, s: Snapshot, registry: CollectorRegistry) -> str:
+def _debug_text(name: str, timeout: float, s: Snapshot, fams: Sequence[Family]) -> str:
     lines = [
         f"Probe of {name} (timeout {timeout:.1f}s): {'up' if s.up else 'DOWN'},"
         f" {s.duration:.3f}s{', deadline exceeded' if s.deadline_exceeded else ''}",
@@ -63,7 +71,7 @@ def _debug_text(name: str, timeout: float, s: Snapshot, registry: CollectorRegis
         subject = f" {c.subject}" if c.subject else ""
         detail = f" ({c.detail})" if c.detail else ""
         lines.append(f"  {c.function}{subject}: {c.outcome} in {c.seconds * 1000:.0f}ms{detail}")
-    lines += ["", "Metrics:", generate_latest(registry).decode()]
+    lines += ["", "Metrics:", render_text(fams).decode()]
     return "\n".join(lines)
 
 

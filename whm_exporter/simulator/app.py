@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from whm_exporter.simulator.dataset import Dataset
+from whm_exporter.simulator.dataset import Dataset, FolderData
 
 # Function -> server role that disables it (WHM-API-NOTES.md §4: Mailboxes.pm and Email.pm need
 # MailReceive, Exim.pm needs MailSend).
@@ -104,6 +104,7 @@ class Simulator:
         self.knobs = knobs or Knobs()
         self.stats = Stats()
         self._random = random.Random(seed)
+        self._folder_cache: dict[tuple[Dataset, str], list[FolderData]] = {}
         self._handlers: dict[str, Callable[[dict[str, str]], object]] = {
             "listaccts": self._listaccts,
             "list_pops_for": self._list_pops_for,
@@ -233,16 +234,29 @@ class Simulator:
             raise Failure(f"“{account}” is not a valid email account.")
         folders = [
             {
-                "guid": hashlib.md5(f"{account}/{f.name}".encode()).hexdigest(),
+                "guid": self._guid(account, f.name),
                 "mailbox": f.name,
                 "messages": self._count(f.messages),
                 "vsize": self._count(f.vsize),
             }
-            for f in self.dataset.mailbox(account)
+            for f in self._mailbox(account)
         ]
         # Real servers build these from a Perl hash: the order is not stable.
         self._random.shuffle(folders)
         return folders
+
+    def _mailbox(self, account: str) -> list[FolderData]:
+        # Generated once per account: the benchmark's floor should measure the exporter's
+        # client, not the simulator's data generation.
+        key = (self.dataset, account)
+        found = self._folder_cache.get(key)
+        if found is None:
+            found = self._folder_cache[key] = self.dataset.mailbox(account)
+        return found
+
+    @staticmethod
+    def _guid(account: str, folder: str) -> str:
+        return hashlib.md5(f"{account}/{folder}".encode(), usedforsecurity=False).hexdigest()
 
     def _mailbox_status_list(self, params: dict[str, str]) -> object:
         return {"mailboxes": self._folders(params)}

@@ -59,6 +59,8 @@ class Account:
 
 def counter(value: object, what: str) -> int:
     """A non-negative whole number, sent by WHM as an int or a digit string (legacy servers)."""
+    if type(value) is int and 0 <= value <= _MAX_COUNTER:
+        return value  # the common case, checked first: this runs for every folder
     if isinstance(value, bool):
         raise WHMError("protocol", f"{what} is a boolean, not a count")
     if isinstance(value, int):
@@ -80,6 +82,8 @@ def _short(value: object) -> str:
 
 
 def _field(item: object, key: str, what: str) -> object:
+    if type(item) is dict and key in item:
+        return item[key]
     if not isinstance(item, Mapping):
         raise WHMError("protocol", f"{what} is {type(item).__name__}, expected an object")
     if key not in item:

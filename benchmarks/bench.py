@@ -1,0 +1,299 @@
+"""How close a probe comes to the fastest possible one, and what it costs.
+
+    python benchmarks/bench.py           # 2,000 accounts x 8 folders, L=20ms, C=16
+    python benchmarks/bench.py --accounts 10000 --max-senders 5 --include-folders "INBOX|Sent"
+    python benchmarks/bench.py --soak 300 --latency 0
+
+The simulator runs in a process of its own (its CPU is not the exporter's). Each measured side
+runs in a fresh process too, so peak RSS belongs to that side alone:
+
+- exporter: the real probe path (discovery warmed up, then probe -> snapshot -> metrics ->
+  exposition text), several runs;
+- floor: the same WHM calls through WHMClient alone at the same concurrency, JSON decoded and
+  thrown away: what any exporter must at least spend.
+
+The latency bound is ceil(calls / C) * L. Figures only: no pass/fail, timings are the reader's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.request import urlopen
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TOKEN = "bench-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _document(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    mailboxes: dict[str, Any] = {}
+    if args.include_folders:
+        mailboxes["include_folders"] = [args.include_folders]
+    return {
+        "modules": {
+            "default": {
+                "token": TOKEN,
+                "max_concurrency": args.concurrency,
+                "timeout": "10m",
+                "request_timeout": "1m",
+                "mailboxes": mailboxes,
+                "unique_recipients": {"max_senders_per_user": args.max_senders},
+            }
+        },
+        "targets": {"bench": {"url": url}},
+    }
+
+
+async def _exporter_side(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    from whm_exporter.cli import tune_gc
+    from whm_exporter.config import build_config
+    from whm_exporter.exporter import Exporter
+    from whm_exporter.metrics import ExporterMetrics, families, render_text
+
+    exporter = Exporter(build_config(_document(args, url), {}), ExporterMetrics(), None)
+    target = exporter.targets["bench"]
+    tune_gc()  # as the program does at start
+    await exporter.probe(target, 600)  # discovery, and the mailbox function learned
+    runs = []
+    rss_start = _rss_mb()
+    for i in range(args.soak or args.runs):
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        snapshot = await exporter.probe(target, 600)
+        wall_probe = time.perf_counter() - wall0
+        r0 = time.perf_counter()
+        text = render_text(families(snapshot, target.module))
+        render = time.perf_counter() - r0
+        runs.append(
+            {
+                "wall": time.perf_counter() - wall0,
+                "wall_probe": wall_probe,
+                "cpu": time.process_time() - cpu0,
+                "render": render,
+                "calls": sum(snapshot.calls.values()),
+                "errors": sum(snapshot.errors.values()),
+                "series": text.count(b"\n") - text.count(b"\n#"),
+                "bytes": len(text),
+            }
+        )
+        if args.soak and (i + 1) % 50 == 0:
+            print(f"  soak {i + 1}/{args.soak}: rss {_rss_mb():.1f} MB", file=sys.stderr)
+    result = {"runs": runs, "rss_start": rss_start, "rss_end": _rss_mb()}
+    # Two overlapping probes of one target: WHM must see one probe's calls.
+    before = _sim_stats(url)["total"]
+    await asyncio.gather(exporter.probe(target, 600), exporter.probe(target, 600))
+    result["overlap_calls"] = _sim_stats(url)["total"] - before
+    await exporter.close()
+    return result
+
+
+async def _floor_side(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    """The calls a probe makes (as the exporter's plan makes them), through the client alone."""
+    import aiohttp
+    from pydantic import SecretStr
+
+    from whm_exporter.config import TLSConfig
+    from whm_exporter.whm.client import WHMClient, new_session
+
+    session = new_session(TLSConfig(), args.concurrency)
+    client = WHMClient(
+        session, url, "root", SecretStr(TOKEN), request_timeout=60, max_response_bytes=4 << 20
+    )
+    listed = await client.call("listaccts", {"want": "user,suspended"})
+    users = [a["user"] for a in listed["data"]["acct"] if not int(a["suspended"])]
+    pops = await asyncio.gather(*(client.call("list_pops_for", {"user": u}) for u in users))
+    plan: list[tuple[str, dict[str, str | int]]] = []
+    end = int(time.time()) - 60
+    for user, answer in zip(users, pops, strict=True):
+        for account in (*answer["data"]["pops"], user):
+            plan.append(("get_mailbox_status_list", {"account": account}))
+        plan.append(
+            (
+                "get_unique_recipient_count_per_sender_for_user",
+                {"user": user, "start_time": end - 3600, "end_time": end},
+            )
+        )
+    plan.append(
+        ("get_unique_sender_recipient_count_per_user", {"start_time": end - 3600, "end_time": end})
+    )
+    bound = asyncio.Semaphore(args.concurrency)
+
+    async def one(function: str, params: dict[str, str | int]) -> None:
+        async with bound:
+            await client.call(function, params)
+
+    runs = []
+    for _ in range(args.runs):
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(one(f, p) for f, p in plan))
+        runs.append(
+            {
+                "wall": time.perf_counter() - wall0,
+                "cpu": time.process_time() - cpu0,
+                "calls": len(plan),
+            }
+        )
+    await session.close()
+    assert isinstance(session, aiohttp.ClientSession)
+    return {"runs": runs}
+
+
+def _sim_stats(url: str) -> dict[str, Any]:
+    with urlopen(f"{url}/_sim/stats", timeout=10) as resp:
+        return json.loads(resp.read())  # type: ignore[no-any-return]
+
+
+def _side(args: argparse.Namespace) -> None:
+    side = _exporter_side if args.side == "exporter" else _floor_side
+    result = asyncio.run(side(args, args.url))
+    result["peak_rss"] = _peak_rss_mb()
+    print(json.dumps(result))
+
+
+def _start_simulator(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "whm_exporter.simulator",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--token",
+            TOKEN,
+            "--accounts",
+            str(args.accounts),
+            "--users",
+            str(args.users),
+            "--folders",
+            str(args.folders),
+            "--latency",
+            str(args.latency),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            _sim_stats(url)
+            return proc, url
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("the simulator did not start")
+
+
+def _run_side(args: argparse.Namespace, side: str, url: str) -> dict[str, Any]:
+    argv = [sys.executable, __file__, "--side", side, "--url", url, *sys.argv[1:]]
+    out = subprocess.run(argv, cwd=ROOT, check=True, capture_output=True, text=True)
+    sys.stderr.write(out.stderr)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--accounts", type=int, default=2000)
+    p.add_argument("--users", type=int, default=0, help="cPanel users (default accounts/10)")
+    p.add_argument("--folders", type=int, default=8)
+    p.add_argument("--latency", type=float, default=0.02, help="seconds per WHM call")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--max-senders", type=int, default=50)
+    p.add_argument("--include-folders", default="", help="folder regex to keep (series budget)")
+    p.add_argument("--soak", type=int, default=0, help="consecutive probes; prints RSS start/end")
+    p.add_argument("--side", choices=["exporter", "floor"], help=argparse.SUPPRESS)
+    p.add_argument("--url", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    args.users = args.users or max(1, args.accounts // 10)
+    if args.side:
+        _side(args)
+        return
+
+    proc, url = _start_simulator(args)
+    try:
+        print(
+            f"# whm-exporter benchmark  {platform.node()}  python {platform.python_version()}"
+            f"  {os.cpu_count()} cpus"
+        )
+        print(
+            f"# accounts={args.accounts} users={args.users} folders={args.folders}"
+            f" latency={args.latency * 1000:.0f}ms concurrency={args.concurrency}"
+            f" max_senders={args.max_senders} include_folders={args.include_folders or '-'}"
+        )
+        ex = _run_side(args, "exporter", url)
+        if args.soak:
+            runs = ex["runs"]
+            print(
+                f"soak: {len(runs)} probes, median wall {_median(runs, 'wall'):.3f}s,"
+                f" RSS start {ex['rss_start']:.1f} MB end {ex['rss_end']:.1f} MB"
+                f" growth {ex['rss_end'] - ex['rss_start']:+.1f} MB, peak {ex['peak_rss']:.1f} MB"
+            )
+            return
+        fl = _run_side(args, "floor", url)
+    finally:
+        proc.terminate()
+        proc.wait()
+    calls = ex["runs"][0]["calls"]
+    bound = math.ceil(calls / args.concurrency) * args.latency
+    print(
+        f"{'run':>4} {'wall s':>8} {'bound':>7} {'ratio':>6} {'cpu s':>7} {'cpu/call ms':>11}"
+        f" {'series':>8} {'render s':>9} {'floor wall':>10} {'floor cpu':>9}"
+    )
+    for i, (e, f) in enumerate(zip(ex["runs"], fl["runs"], strict=True)):
+        print(
+            f"{i + 1:>4} {e['wall']:>8.3f} {bound:>7.3f} {e['wall'] / bound:>6.3f} {e['cpu']:>7.3f}"
+            f" {e['cpu'] / e['calls'] * 1000:>11.3f} {e['series']:>8} {e['render']:>9.3f}"
+            f" {f['wall']:>10.3f} {f['cpu']:>9.3f}"
+        )
+    wall, cpu = _median(ex["runs"], "wall"), _median(ex["runs"], "cpu")
+    fwall, fcpu = _median(fl["runs"], "wall"), _median(fl["runs"], "cpu")
+    print(
+        f"median: calls {calls}, wall {wall:.3f}s = {wall / bound:.3f} x bound {bound:.3f}s"
+        f" = {wall / fwall:.3f} x floor wall {fwall:.3f}s"
+    )
+    print(
+        f"median: cpu {cpu:.3f}s ({cpu / calls * 1000:.3f} ms/call) = {cpu / fcpu:.3f} x floor cpu"
+        f" {fcpu:.3f}s; render {_median(ex['runs'], 'render'):.3f}s for"
+        f" {ex['runs'][0]['series']} series; errors {ex['runs'][0]['errors']}"
+    )
+    print(f"peak RSS: exporter {ex['peak_rss']:.1f} MB, floor {fl['peak_rss']:.1f} MB")
+    print(f"overlapping probes: WHM saw {ex['overlap_calls']} calls (one probe makes {calls})")
+
+
+if __name__ == "__main__":
+    main()
