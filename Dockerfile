@@ -14,7 +14,7 @@ RUN groupadd --system --gid 10087 whm \
 COPY --from=build /opt/whm-exporter /opt/whm-exporter
 ENV PATH=/opt/whm-exporter/bin:$PATH PYTHONUNBUFFERED=1 \
     WHM_EXPORTER_CONFIG_FILE=/etc/whm-exporter/config.yml
-USER whm
+USER 10087:10087
 EXPOSE 10087
 HEALTHCHECK --interval=30s --timeout=3s --start-period=5s \
   CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:10087/-/healthy', timeout=2).status != 200)"]

@@ -126,6 +126,7 @@ async def test_scrape_timeout_header_sets_the_deadline(start_whm, start_exporter
     found = await running.probe(**{"X-Prometheus-Scrape-Timeout-Seconds": "1.5"})
     elapsed = time.monotonic() - started
     assert value(found, "whm_probe_deadline_exceeded") == 1
+    assert value(found, "whm_probe_timeout_seconds") == 1.0
     assert 0.9 <= elapsed < 5, elapsed
     # What answered before the deadline is still served.
     assert len(series(found, "whm_mailbox_messages")) > 0

@@ -19,6 +19,7 @@ def snapshot() -> Snapshot:
     return Snapshot(
         up=True,
         duration=0.123456789,
+        timeout=29.5,
         deadline_exceeded=False,
         calls={"get_mailbox_status_list": 3, "listaccts": 1},
         errors={("get_mailbox_status_list", "protocol"): 1},

@@ -31,10 +31,17 @@ class BadRequest(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class ProbeResult:
-    target: Target
-    snapshot: Snapshot
+class ProbeSummary:
+    """A line of the landing page's recent probes. Only figures: keeping whole snapshots would
+    hold tens of MB of samples per large target."""
+
+    target: str
+    up: bool
+    duration: float
     timeout: float
+    calls: int
+    errors: int
+    deadline_exceeded: bool
     at: float
 
 
@@ -77,7 +84,7 @@ class Exporter:
         self.loaded = loaded
         self.targets: dict[str, Target] = {}
         self._unlisted: OrderedDict[tuple[str, str], Target] = OrderedDict()
-        self.recent: deque[ProbeResult] = deque(maxlen=RECENT_PROBES)
+        self.recent: deque[ProbeSummary] = deque(maxlen=RECENT_PROBES)
         self._retired: set[asyncio.Task[None]] = set()
         # One concurrency bound per WHM server (by URL), shared by every target that names it.
         self._bounds: dict[str, Bound] = {}
@@ -189,11 +196,21 @@ class Exporter:
 
     async def probe(self, target: Target, budget: float) -> Snapshot:
         """Probe ``target`` within ``budget`` seconds."""
-        deadline = asyncio.get_running_loop().time() + budget
-        snapshot = await target.probe(deadline)
+        snapshot = await target.probe(budget)
         result = "success" if snapshot.up else "failure"
         self.metrics.probes.labels(target.label, result).inc()
-        self.recent.appendleft(ProbeResult(target, snapshot, budget, time.time()))
+        self.recent.appendleft(
+            ProbeSummary(
+                target.name,
+                snapshot.up,
+                snapshot.duration,
+                snapshot.timeout,
+                sum(snapshot.calls.values()),
+                sum(snapshot.errors.values()),
+                snapshot.deadline_exceeded,
+                time.time(),
+            )
+        )
         return snapshot
 
     async def close(self) -> None:

@@ -60,6 +60,11 @@ def families(s: Snapshot, module: ModuleConfig) -> list[Family]:
             "whm_probe_duration_seconds", "Wall time of this probe.", samples=[((), s.duration)]
         ),
         Family(
+            "whm_probe_timeout_seconds",
+            "Time this probe had: the module timeout, or the scrape timeout minus 0.5s.",
+            samples=[((), s.timeout)],
+        ),
+        Family(
             "whm_probe_deadline_exceeded",
             "1 if the probe stopped at its deadline with calls unanswered.",
             samples=[((), int(s.deadline_exceeded))],

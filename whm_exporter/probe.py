@@ -229,12 +229,13 @@ class Probe:
             },
         )
 
-    def snapshot(self, started: float, *, cut_off: bool = False) -> Snapshot:
-        """What was collected so far, as seen by a probe that began at ``started``; ``cut_off``
-        when that probe stopped waiting before the collection ended."""
+    def snapshot(self, started: float, timeout: float, *, cut_off: bool = False) -> Snapshot:
+        """What was collected so far, as seen by a probe that began at ``started`` with
+        ``timeout`` to spend; ``cut_off`` when it stopped waiting before the collection ended."""
         return Snapshot(
             up=self._answered,
             duration=time.monotonic() - started,
+            timeout=timeout,
             deadline_exceeded=self.deadline_exceeded or cut_off,
             calls=dict(self.calls),
             errors=dict(self.errors),

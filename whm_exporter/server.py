@@ -113,10 +113,10 @@ async def landing(request: web.Request) -> web.Response:
         for name, m in config.modules.items()
     )
     recent = "".join(
-        f"<tr><td>{_e(r.target.name)}</td><td>{'up' if r.snapshot.up else 'DOWN'}</td>"
-        f"<td>{r.snapshot.duration:.3f}s / {r.timeout:.1f}s</td>"
-        f"<td>{sum(r.snapshot.calls.values())}</td><td>{sum(r.snapshot.errors.values())}</td>"
-        f"<td>{'yes' if r.snapshot.deadline_exceeded else ''}</td></tr>"
+        f"<tr><td>{_e(r.target)}</td><td>{'up' if r.up else 'DOWN'}</td>"
+        f"<td>{r.duration:.3f}s / {r.timeout:.1f}s</td>"
+        f"<td>{r.calls}</td><td>{r.errors}</td>"
+        f"<td>{'yes' if r.deadline_exceeded else ''}</td></tr>"
         for r in exporter.recent
     )
     page = f"""<!DOCTYPE html>

@@ -45,6 +45,7 @@ class CallRecord:
 class Snapshot:
     up: bool
     duration: float
+    timeout: float
     deadline_exceeded: bool
     calls: Mapping[str, int]
     errors: Mapping[tuple[str, str], int]

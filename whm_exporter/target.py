@@ -92,17 +92,17 @@ class Target:
     def learn_mailbox_function(self, function: str) -> None:
         self._learned_mailbox_function = function
 
-    async def probe(self, deadline: float) -> Snapshot:
+    async def probe(self, budget: float) -> Snapshot:
         """Collect now, or join the collection already running for this target: WHM then sees
         each call once and every waiting scraper gets the whole answer."""
         started = time.monotonic()
+        deadline = asyncio.get_running_loop().time() + budget
         if self._running is None or self._running[1].done():
             probe = Probe(self)
             self._running = (probe, asyncio.create_task(probe.run(deadline)))
         probe, task = self._running
-        remaining = deadline - asyncio.get_running_loop().time()
-        done, _ = await asyncio.wait({task}, timeout=max(0.0, remaining))
-        return probe.snapshot(started, cut_off=task not in done)
+        done, _ = await asyncio.wait({task}, timeout=budget)
+        return probe.snapshot(started, budget, cut_off=task not in done)
 
     async def close(self) -> None:
         if self._running is not None and not self._running[1].done():
