@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import sys
 
-from whm_exporter.simulator.app import FAULTS, Knobs, Simulator, serve
+from whm_exporter.simulator.app import Knobs, Simulator, serve
 from whm_exporter.simulator.dataset import Dataset
+from whm_exporter.simulator.faults import FAULTS
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,7 +43,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def _run(args: argparse.Namespace) -> None:
-    faults = dict(f.split("=", 1) for f in args.fault)
+    faults = dict(f.split("=", 1) for f in args.fault if "=" in f)
+    unknown = sorted(set(faults.values()) - set(FAULTS)) + [f for f in args.fault if "=" not in f]
+    if unknown:
+        raise SystemExit(
+            f"unknown --fault {', '.join(unknown)}: use NAME=KIND, KIND one of {', '.join(FAULTS)}"
+        )
     sim = Simulator(
         Dataset(
             seed=args.seed,

@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from whm_exporter.simulator.dataset import Dataset, FolderData
+from whm_exporter.simulator.faults import FAULTS
 
 # Function -> server role that disables it (WHM-API-NOTES.md §4: Mailboxes.pm and Email.pm need
 # MailReceive, Exim.pm needs MailSend).
@@ -33,9 +34,6 @@ ROLES = {
     "get_unique_sender_recipient_count_per_user": "MailSend",
 }
 
-# What a fault kind sends instead of the real answer (for tests and the error-rate knob).
-FAULTS = ("http500", "garbage", "api_error", "html200", "slow", "auth")
-
 
 @dataclass
 class Knobs:
@@ -44,7 +42,7 @@ class Knobs:
     string_counters: bool = False
     disabled_role: str | None = None
     no_list_function: bool = False
-    # account, user or function name -> a kind from FAULTS, for that call only.
+    # "function:subject", subject (account or user) or function -> a kind from FAULTS.
     faults: dict[str, str] = field(default_factory=dict)
 
 
@@ -140,7 +138,7 @@ class Simulator:
             params = dict(request.query)
             fault = self._fault(function, params)
             if fault:
-                return await self._fault_response(fault, function)
+                return await FAULTS[fault](request, function)
             return web.json_response(self.answer(function, params))
         finally:
             self.stats.in_flight -= 1
@@ -176,27 +174,13 @@ class Simulator:
             return _failure(function, str(err))
 
     def _fault(self, function: str, params: dict[str, str]) -> str | None:
-        for key in (params.get("account"), params.get("user"), function):
+        subject = params.get("account") or params.get("user")
+        for key in (f"{function}:{subject}", subject, function):
             if key and key in self.knobs.faults:
                 return self.knobs.faults[key]
         if self.knobs.error_rate and self._random.random() < self.knobs.error_rate:
             return "http500"
         return None
-
-    async def _fault_response(self, kind: str, function: str) -> web.StreamResponse:
-        if kind == "slow":
-            await asyncio.sleep(3600)
-        if kind == "auth":
-            return web.Response(status=403, text="Forbidden", content_type="text/plain")
-        if kind == "http500":
-            return web.Response(status=500, text="Internal Server Error")
-        if kind == "html200":
-            return web.Response(
-                text="<html><title>WHM Login</title></html>", content_type="text/html"
-            )
-        if kind == "api_error":
-            return web.json_response(_failure(function, "Something went wrong on the server."))
-        return web.Response(text='{"metadata": {"result": 1', content_type="application/json")
 
     def _count(self, value: int) -> int | str:
         # Legacy servers send counters as strings (WHM-API-NOTES.md §4).

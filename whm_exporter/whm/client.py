@@ -108,7 +108,7 @@ class WHMClient:
             raise WHMError("timeout", f"no complete answer within {self._timeout.total}s") from None
         except (aiohttp.ClientSSLError, ssl.SSLError) as err:
             raise WHMError("tls", _describe(err)) from None
-        except (aiohttp.ClientConnectionError, OSError) as err:
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as err:
             # Refused, reset, DNS, or a connection closed mid-body.
             raise WHMError("connect", _describe(err)) from None
         except aiohttp.ClientError as err:
