@@ -130,6 +130,9 @@ async def _serve(exporter: Exporter, listen: str, web_config: str | None, banner
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
+    # Answer the probes in flight with what they have, then stop accepting and wait (at most
+    # SHUTDOWN_GRACE) for those answers to leave.
+    exporter.cancel_probes()
     await runner.cleanup()
 
 

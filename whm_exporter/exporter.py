@@ -85,7 +85,9 @@ class Exporter:
         self.targets: dict[str, Target] = {}
         self._unlisted: OrderedDict[tuple[str, str], Target] = OrderedDict()
         self.recent: deque[ProbeSummary] = deque(maxlen=RECENT_PROBES)
-        self._retired: set[asyncio.Task[None]] = set()
+        # Targets replaced by a reload, and the tasks that close them after a grace period.
+        self._retired: set[Target] = set()
+        self._closing: set[asyncio.Task[None]] = set()
         # One concurrency bound per WHM server (by URL), shared by every target that names it.
         self._bounds: dict[str, Bound] = {}
         self._apply(loaded)
@@ -129,16 +131,20 @@ class Exporter:
             self._retire(target)
 
     def _retire(self, target: Target) -> None:
+        """Close a target once probes that started on it had their time (its timeout)."""
+        self._retired.add(target)
+
         async def later() -> None:
             await asyncio.sleep(target.module.timeout + 1)
+            self._retired.discard(target)
             await target.close()
 
         try:
             task = asyncio.get_running_loop().create_task(later())
         except RuntimeError:  # no loop yet (first load): nothing can be in flight
             return
-        self._retired.add(task)
-        task.add_done_callback(self._retired.discard)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def reload(self) -> bool:
         """Load the config file again; a bad one is refused and the current one kept."""
@@ -213,8 +219,13 @@ class Exporter:
         )
         return snapshot
 
+    def cancel_probes(self) -> None:
+        """At shutdown: probes in flight answer now with what they have."""
+        for target in {*self.targets.values(), *self._unlisted.values(), *self._retired}:
+            target.cancel()
+
     async def close(self) -> None:
-        for task in list(self._retired):
+        for task in list(self._closing):
             task.cancel()
-        targets = {*self.targets.values(), *self._unlisted.values()}
+        targets = {*self.targets.values(), *self._unlisted.values(), *self._retired}
         await asyncio.gather(*(t.close() for t in targets))

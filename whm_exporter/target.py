@@ -102,10 +102,14 @@ class Target:
             self._running = (probe, asyncio.create_task(probe.run(deadline)))
         probe, task = self._running
         done, _ = await asyncio.wait({task}, timeout=budget)
-        return probe.snapshot(started, budget, cut_off=task not in done)
+        return probe.snapshot(started, budget, cut_off=task not in done or task.cancelled())
+
+    def cancel(self) -> None:
+        """Stop the collection in flight; its waiting probes answer with what arrived."""
+        if self._running is not None:
+            self._running[1].cancel()
 
     async def close(self) -> None:
-        if self._running is not None and not self._running[1].done():
-            self._running[1].cancel()
+        self.cancel()
         if self._session is not None:
             await self._session.close()

@@ -1,0 +1,221 @@
+"""The whole program as a user runs it (python -m whm_exporter, a config file, signals):
+the token appears nowhere whatever happens, SIGHUP reloads, SIGTERM stops cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from conftest import TOKEN, WHM, samples, value
+
+from whm_exporter.simulator import Dataset
+
+OTHER_TOKEN = "SECOND-TOKEN-4d1e88a0-NEVER-PRINT"
+DATASET = Dataset(accounts=16, users=4, folders=3)
+FAULTY = {
+    account: fault
+    for account, fault in zip(
+        DATASET.pops[DATASET.user_names[0]] + DATASET.pops[DATASET.user_names[1]],
+        [
+            "http401",
+            "html200",
+            "garbage",
+            "api_error",
+            "reset",
+            "huge_body",
+            "weird_names",
+            "stall_body",
+        ],
+        strict=False,
+    )
+}
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Process:
+    def __init__(self, proc: subprocess.Popen[str], url: str, config: Path) -> None:
+        self.proc = proc
+        self.url = url
+        self.config = config
+
+    async def get(self, path: str, method: str = "GET") -> tuple[int, str]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, self.url + path) as r,
+        ):
+            return r.status, await r.text()
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
+        self.proc.send_signal(sig)
+        out, err = self.proc.communicate(timeout=15)
+        return self.proc.returncode, out, err
+
+
+@pytest.fixture
+async def run_exporter(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    started: list[subprocess.Popen[str]] = []
+
+    async def start(
+        document: dict[str, Any], *flags: str, env: dict[str, str] | None = None
+    ) -> Process:
+        config = tmp_path / "config.yml"
+        config.write_text(yaml.safe_dump(document))
+        port = _port()
+        proc = subprocess.Popen(  # noqa: ASYNC220 - one start, stopped by its own pid
+            [
+                sys.executable,
+                "-m",
+                "whm_exporter",
+                f"--config.file={config}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                *flags,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        started.append(proc)
+        running = Process(proc, f"http://127.0.0.1:{port}", config)
+        for _ in range(100):
+            try:
+                if (await running.get("/-/ready"))[0] == 200:
+                    return running
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"exporter did not start: {proc.communicate(timeout=5)}")
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def _document(url: str, closed_port: int) -> dict[str, Any]:
+    return {
+        "modules": {
+            "default": {"token": TOKEN, "request_timeout": "500ms", "timeout": "3s"},
+            "wrong": {"token_env": "OTHER_TOKEN", "allowed_targets": [r"127\.0\.0\.1"]},
+        },
+        "targets": {
+            "good": {"url": url},
+            "badtoken": {"url": url, "module": "wrong"},
+            "tls": {"url": url.replace("http://", "https://")},
+            "closed": {"url": f"http://127.0.0.1:{closed_port}"},
+        },
+    }
+
+
+async def test_token_appears_nowhere_at_debug_level(
+    start_whm, run_exporter, tmp_path: Path
+) -> None:
+    whm: WHM = await start_whm(DATASET, faults=FAULTY)
+    env = {"OTHER_TOKEN": OTHER_TOKEN, "PATH": "/usr/bin:/bin"}
+    document = _document(whm.url, _port())
+    exporter: Process = await run_exporter(
+        document, "--log.level=debug", "--log.format=json", env=env
+    )
+    bodies = []
+    for path in [
+        "/",
+        "/metrics",
+        "/-/healthy",
+        "/probe",
+        "/probe?target=nope",
+        f"/probe?target={whm.url}&module=wrong",
+        "/probe?target=evil.example&module=wrong",
+    ]:
+        bodies.append((await exporter.get(path))[1])
+    for target in document["targets"]:
+        for debug in ("", "&debug=true"):
+            status, body = await exporter.get(f"/probe?target={target}{debug}")
+            assert status == 200
+            bodies.append(body)
+    status, text = await exporter.get("/probe?target=good")
+    assert value(samples(text), "whm_up") == 1
+    assert value(samples(text), "whm_api_errors", function="get_mailbox_status_list", reason="auth")
+    # A broken config holding the token inline, then SIGHUP with it, are refused and logged.
+    exporter.config.write_text(f"modules:\n  default:\n    token: {TOKEN}\n    timeout: x\n")
+    bodies.append((await exporter.get("/-/reload", "POST"))[1])
+    exporter.proc.send_signal(signal.SIGHUP)
+    await asyncio.sleep(0.3)
+    bodies.append((await exporter.get("/metrics"))[1])
+    assert value(samples(bodies[-1]), "whm_exporter_config_last_reload_successful") == 0
+    check = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "whm_exporter",
+            "--config.check",
+            f"--config.file={exporter.config}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert check.returncode == 1
+    code, out, err = exporter.stop()
+    assert code == 0
+    assert "config reload refused" in err
+    everything = "\n".join([*bodies, out, err, check.stdout, check.stderr])
+    for secret in (TOKEN, OTHER_TOKEN):
+        assert secret not in everything
+    # The logs were really at debug level and saw the failures.
+    assert '"level": "debug"' in err
+    assert "WHM call failed" in err
+
+
+async def test_sighup_reloads_the_config(start_whm, run_exporter) -> None:
+    whm: WHM = await start_whm(DATASET)
+    exporter: Process = await run_exporter(
+        _document(whm.url, _port()), env={"OTHER_TOKEN": OTHER_TOKEN}
+    )
+    assert (await exporter.get("/probe?target=renamed"))[0] == 400
+    document = _document(whm.url, _port())
+    document["targets"]["renamed"] = {"url": whm.url}
+    exporter.config.write_text(yaml.safe_dump(document))
+    exporter.proc.send_signal(signal.SIGHUP)
+    for _ in range(50):
+        status, text = await exporter.get("/probe?target=renamed")
+        if status == 200:
+            break
+        await asyncio.sleep(0.1)
+    assert status == 200
+    assert value(samples(text), "whm_up") == 1
+    assert exporter.stop()[0] == 0
+
+
+async def test_sigterm_with_a_probe_in_flight_exits_cleanly(start_whm, run_exporter) -> None:
+    whm: WHM = await start_whm(DATASET, faults={"get_mailbox_status_list": "slow"})
+    document = _document(whm.url, _port())
+    document["modules"]["default"].update(request_timeout="1m", timeout="1m")
+    exporter: Process = await run_exporter(document, env={"OTHER_TOKEN": OTHER_TOKEN})
+    in_flight = asyncio.create_task(exporter.get("/probe?target=good"))
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    code, _, err = await asyncio.to_thread(exporter.stop)
+    assert code == 0, err
+    assert time.monotonic() - started < 3
+    assert "Traceback" not in err
+    assert "Unclosed" not in err
+    # The probe in flight was answered with what it had, and says it was cut short.
+    status, text = await in_flight
+    assert status == 200
+    assert value(samples(text), "whm_probe_deadline_exceeded") == 1

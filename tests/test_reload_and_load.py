@@ -1,0 +1,137 @@
+"""Reload (POST /-/reload) and load: a bad new config is refused and the old one serves on,
+probes in flight finish on the config they started with, and many concurrent scrapes are all
+answered while WHM sees one probe's calls."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import tracemalloc
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp import web
+from conftest import WHM, Running, module, samples, series, value
+
+from whm_exporter.config import load_config
+from whm_exporter.exporter import Exporter
+from whm_exporter.metrics import ExporterMetrics
+from whm_exporter.server import make_app
+from whm_exporter.simulator import Dataset
+
+SMALL = Dataset(accounts=4, users=2, folders=2)
+OTHER = Dataset(seed=2, accounts=6, users=3, folders=2)
+
+
+@pytest.fixture
+async def from_file(tmp_path: Path) -> AsyncIterator[Any]:
+    runners: list[tuple[web.AppRunner, aiohttp.ClientSession]] = []
+
+    async def start(document: dict[str, Any]) -> tuple[Running, Path]:
+        path = tmp_path / "config.yml"
+        path.write_text(yaml.safe_dump(document))
+        exporter = Exporter(load_config(path), ExporterMetrics(), str(path))
+        runner = web.AppRunner(make_app(exporter), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        session = aiohttp.ClientSession()
+        runners.append((runner, session))
+        return Running(exporter, f"http://127.0.0.1:{runner.addresses[0][1]}", session), path
+
+    yield start
+    for runner, session in runners:
+        await session.close()
+        await runner.cleanup()
+
+
+async def _post(running: Running, path: str) -> int:
+    async with running.session.post(running.url + path) as resp:
+        return resp.status
+
+
+def _reload_gauge(text: str) -> float | None:
+    return value(samples(text), "whm_exporter_config_last_reload_successful")
+
+
+async def test_bad_new_config_is_refused_and_the_old_one_serves(start_whm, from_file) -> None:
+    whm: WHM = await start_whm(SMALL)
+    running, path = await from_file(module(whm.url))
+    path.write_text("modules:\n  default:\n    token: x\n    timeout: soon\n")
+    assert await _post(running, "/-/reload") == 500
+    _, own = await running.get("/metrics")
+    assert _reload_gauge(own) == 0
+    assert value(await running.probe(), "whm_up") == 1
+    path.write_text(yaml.safe_dump(module(whm.url) | {"targets": {"renamed": {"url": whm.url}}}))
+    assert await _post(running, "/-/reload") == 200
+    _, own = await running.get("/metrics")
+    assert _reload_gauge(own) == 1
+    assert value(await running.probe("renamed"), "whm_up") == 1
+    assert (await running.get("/probe?target=t"))[0] == 400
+
+
+async def test_probe_in_flight_finishes_on_the_config_it_started_with(start_whm, from_file) -> None:
+    old: WHM = await start_whm(SMALL, latency=0.3)
+    new: WHM = await start_whm(OTHER)
+    running, path = await from_file(
+        module(old.url, discovery={"enabled": False}, users={"acme001": ["acme001"]})
+    )
+    in_flight = asyncio.create_task(running.probe())
+    await asyncio.sleep(0.1)
+    path.write_text(yaml.safe_dump(module(new.url)))
+    assert await _post(running, "/-/reload") == 200
+    found = await in_flight
+    assert {dict(k)["account"] for k in series(found, "whm_mailbox_messages")} == {"acme001"}
+    assert new.sim.stats.calls.total() == 0
+    after = await running.probe()
+    assert new.sim.stats.calls.total() > 0
+    assert len(series(after, "whm_mailbox_messages")) == (6 + 3) * 2
+
+
+async def test_unchanged_targets_keep_their_state_across_reloads(start_whm, from_file) -> None:
+    whm: WHM = await start_whm(SMALL)
+    running, _ = await from_file(module(whm.url))
+    before = running.exporter.targets["t"]
+    assert await _post(running, "/-/reload") == 200
+    assert running.exporter.targets["t"] is before
+
+
+async def test_many_concurrent_scrapes_are_all_answered_and_whm_sees_one_probe(
+    start_whm, start_exporter
+) -> None:
+    whm: WHM = await start_whm(Dataset(accounts=40, users=8, folders=4), latency=0.05)
+    running: Running = await start_exporter(module(whm.url))
+    await running.probe()  # discovery and the mailbox function
+    one_probe = (
+        whm.sim.stats.calls.total()
+        - whm.sim.stats.calls["listaccts"]
+        - whm.sim.stats.calls["list_pops_for"]
+    )
+    tracemalloc.start()
+    # The baseline holds what a served probe leaves behind (its collection, kept until the next).
+    await running.probe()
+    gc.collect()
+    baseline = tracemalloc.get_traced_memory()[0]
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def get(path: str) -> int:
+            async with session.get(running.url + path) as resp:
+                await resp.read()
+                return resp.status
+
+        before = whm.sim.stats.calls.total()
+        statuses = await asyncio.gather(
+            *[get("/probe?target=t") for _ in range(50)], *[get("/metrics") for _ in range(200)]
+        )
+    assert statuses == [200] * 250
+    assert whm.sim.stats.calls.total() - before == one_probe
+    # The clients have hung up; let the server drop those connections and their last answers.
+    await asyncio.sleep(0.2)
+    gc.collect()
+    grown = tracemalloc.get_traced_memory()[0] - baseline
+    tracemalloc.stop()
+    assert grown < 2 * 1024 * 1024, grown
