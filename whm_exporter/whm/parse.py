@@ -162,30 +162,36 @@ def mailbox_status(body: object) -> list[Folder]:
     return _folders(list(payload.items()))
 
 
+def _named_counts(
+    body: object, function: str, name_key: str, count_key: str
+) -> list[tuple[str, int]]:
+    """``data.payload[] {name_key, count_key}`` with each name once."""
+    seen: dict[str, int] = {}
+    for item in _records(body, function, "payload"):
+        name = _text(_field(item, name_key, "payload entry"), name_key)
+        count = counter(_field(item, count_key, name), f"{name} count")
+        if name in seen:
+            raise WHMError("protocol", f"{name_key} {name!r} appears twice")
+        seen[name] = count
+    return list(seen.items())
+
+
 def sender_counts(body: object) -> list[SenderCount]:
     """get_unique_recipient_count_per_sender_for_user: ``data.payload[] {sender, count}``."""
-    items = _records(body, "get_unique_recipient_count_per_sender_for_user", "payload")
-    seen: dict[str, SenderCount] = {}
-    for item in items:
-        sender = _text(_field(item, "sender", "payload entry"), "sender")
-        count = counter(_field(item, "unique_recipient_count", sender), f"{sender} count")
-        if sender in seen:
-            raise WHMError("protocol", f"sender {sender!r} appears twice")
-        seen[sender] = SenderCount(sender, count)
-    return list(seen.values())
+    function = "get_unique_recipient_count_per_sender_for_user"
+    return [
+        SenderCount(sender, count)
+        for sender, count in _named_counts(body, function, "sender", "unique_recipient_count")
+    ]
 
 
 def user_totals(body: object) -> list[UserTotal]:
     """get_unique_sender_recipient_count_per_user: ``data.payload[] {user, count}``."""
-    items = _records(body, "get_unique_sender_recipient_count_per_user", "payload")
-    seen: dict[str, UserTotal] = {}
-    for item in items:
-        user = _text(_field(item, "user", "payload entry"), "user")
-        count = counter(_field(item, "unique_sender_recipient_count", user), f"{user} count")
-        if user in seen:
-            raise WHMError("protocol", f"user {user!r} appears twice")
-        seen[user] = UserTotal(user, count)
-    return list(seen.values())
+    function = "get_unique_sender_recipient_count_per_user"
+    return [
+        UserTotal(user, count)
+        for user, count in _named_counts(body, function, "user", "unique_sender_recipient_count")
+    ]
 
 
 def accounts(body: object) -> list[Account]:
