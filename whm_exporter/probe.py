@@ -112,7 +112,7 @@ class Probe:
                 {"account": account},
                 _MAILBOX_PARSERS[function],
                 cache=(cfg.cache, account),
-                raise_unknown=cfg.function == "auto",
+                raise_unknown=cfg.function == "auto" and function == MAILBOX_LIST,
             )
         except WHMError:
             # This server has no list form: use the object form from now on (per target).
@@ -162,8 +162,11 @@ class Probe:
             parse.user_totals,
             cache=(cfg.cache, label),
         )
+        # WHM counts every user of the server; keep those this target scrapes (the filters and
+        # skip_suspended apply to the totals too).
         for total in totals or ():
-            self.user_totals.append(UserSample(total.user, label, total.count))
+            if total.user in self.inventory.users:
+                self.user_totals.append(UserSample(total.user, label, total.count))
 
     async def fetch(
         self,
@@ -180,8 +183,8 @@ class Probe:
         With ``raise_unknown``, an answer saying the server lacks the function is raised instead,
         so the caller can fall back to another function.
         """
-        if cache is not None and cache[0] > 0:
-            key = (function, cache[1])
+        key = (function, cache[1]) if cache is not None and cache[0] > 0 else None
+        if cache is not None and key is not None:
             self._cache_keys.append(key)
             hit = self.target.cache.get(key, cache[0], time.monotonic())
             if hit is not None:
@@ -195,14 +198,13 @@ class Probe:
                 body = await self.target.client.call(function, params)
             result = parser(body)
         except WHMError as err:
-            if raise_unknown and err.unknown_function:
-                self._record(function, subject, time.monotonic() - started, err.reason, err.detail)
-                raise
             self._record(function, subject, time.monotonic() - started, err.reason, err.detail)
+            if raise_unknown and err.unknown_function:
+                raise
             return None
         self._record(function, subject, time.monotonic() - started, "success")
-        if cache is not None and cache[0] > 0:
-            self.target.cache.put((function, cache[1]), result, time.monotonic())
+        if key is not None:
+            self.target.cache.put(key, result, time.monotonic())
         return result
 
     def _record(
