@@ -111,7 +111,7 @@ async def test_many_concurrent_scrapes_are_all_answered_and_whm_sees_one_probe(
         - whm.sim.stats.calls["list_pops_for"]
     )
     tracemalloc.start()
-    # The baseline holds what a served probe leaves behind (its collection, kept until the next).
+    # The baseline: after one served probe (caches, histograms and pools at their working size).
     await running.probe()
     gc.collect()
     baseline = tracemalloc.get_traced_memory()[0]

@@ -97,12 +97,19 @@ class Target:
         each call once and every waiting scraper gets the whole answer."""
         started = time.monotonic()
         deadline = asyncio.get_running_loop().time() + budget
-        if self._running is None or self._running[1].done():
+        if self._running is None:
             probe = Probe(self)
-            self._running = (probe, asyncio.create_task(probe.run(deadline)))
+            running = (probe, asyncio.create_task(probe.run(deadline)))
+            # Forget a finished collection: its waiters hold it, nothing else should.
+            running[1].add_done_callback(lambda _: self._forget(running))
+            self._running = running
         probe, task = self._running
         done, _ = await asyncio.wait({task}, timeout=budget)
         return probe.snapshot(started, budget, cut_off=task not in done or task.cancelled())
+
+    def _forget(self, running: tuple[Probe, asyncio.Task[None]]) -> None:
+        if self._running is running:
+            self._running = None
 
     def cancel(self) -> None:
         """Stop the collection in flight; its waiting probes answer with what arrived."""
