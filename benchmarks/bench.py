@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import os
@@ -49,8 +50,15 @@ def _free_port() -> int:
 
 
 def _rss_mb() -> float:
+    """Resident memory after a full collection (outside any timed region), with the count of
+    live Python memory blocks: garbage awaiting the collector is not a leak."""
+    gc.collect()
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _blocks() -> int:
+    return sys.getallocatedblocks()
 
 
 def _peak_rss_mb() -> float:
@@ -87,8 +95,8 @@ async def _exporter_side(args: argparse.Namespace, url: str) -> dict[str, Any]:
     tune_gc()  # as the program does at start
     await exporter.probe(target, 600)  # discovery, and the mailbox function learned
     runs = []
-    rss_start = _rss_mb()
-    rss_steady = rss_start
+    rss_start, blocks_start = _rss_mb(), _blocks()
+    rss_steady, blocks_steady = rss_start, blocks_start
     for i in range(args.soak or args.runs):
         cpu0, wall0 = time.process_time(), time.perf_counter()
         snapshot = await exporter.probe(target, 600)
@@ -109,10 +117,19 @@ async def _exporter_side(args: argparse.Namespace, url: str) -> dict[str, Any]:
             }
         )
         if i + 1 == SOAK_WARMUP:
-            rss_steady = _rss_mb()
+            rss_steady, blocks_steady = _rss_mb(), _blocks()
         if args.soak and (i + 1) % 50 == 0:
-            print(f"  soak {i + 1}/{args.soak}: rss {_rss_mb():.1f} MB", file=sys.stderr)
-    result = {"runs": runs, "rss_start": rss_start, "rss_steady": rss_steady, "rss_end": _rss_mb()}
+            print(
+                f"  soak {i + 1}/{args.soak}: rss {_rss_mb():.1f} MB, {_blocks()} blocks",
+                file=sys.stderr,
+            )
+    result = {
+        "runs": runs,
+        "rss_start": rss_start,
+        "rss_steady": rss_steady,
+        "rss_end": _rss_mb(),
+        "blocks": [blocks_start, blocks_steady, _blocks()],
+    }
     # Two overlapping probes of one target: WHM must see one probe's calls.
     before = _sim_stats(url)["total"]
     await asyncio.gather(exporter.probe(target, 600), exporter.probe(target, 600))
@@ -278,6 +295,10 @@ def main() -> None:
                 f"RSS growth from probe {SOAK_WARMUP} to {len(runs)}:"
                 f" {ex['rss_end'] - ex['rss_steady']:+.1f} MB"
                 f" (from start: {ex['rss_end'] - ex['rss_start']:+.1f} MB)"
+            )
+            start, steady, end = ex["blocks"]
+            print(
+                f"live Python blocks: start {start}, after probe {SOAK_WARMUP} {steady}, end {end}"
             )
             return
         fl = _run_side(args, "floor", url)

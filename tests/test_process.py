@@ -4,6 +4,7 @@ the token appears nowhere whatever happens, SIGHUP reloads, SIGTERM stops cleanl
 from __future__ import annotations
 
 import asyncio
+import base64
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import bcrypt
 import pytest
 import yaml
 from conftest import TOKEN, WHM, samples, value
@@ -71,7 +73,10 @@ async def run_exporter(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     started: list[subprocess.Popen[str]] = []
 
     async def start(
-        document: dict[str, Any], *flags: str, env: dict[str, str] | None = None
+        document: dict[str, Any],
+        *flags: str,
+        env: dict[str, str] | None = None,
+        ready_status: int = 200,
     ) -> Process:
         config = tmp_path / "config.yml"
         config.write_text(yaml.safe_dump(document))
@@ -94,7 +99,7 @@ async def run_exporter(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         running = Process(proc, f"http://127.0.0.1:{port}", config)
         for _ in range(100):
             try:
-                if (await running.get("/-/ready"))[0] == 200:
+                if (await running.get("/-/ready"))[0] == ready_status:
                     return running
             except aiohttp.ClientError:
                 await asyncio.sleep(0.1)
@@ -219,3 +224,50 @@ async def test_sigterm_with_a_probe_in_flight_exits_cleanly(start_whm, run_expor
     status, text = await in_flight
     assert status == 200
     assert value(samples(text), "whm_probe_deadline_exceeded") == 1
+
+
+async def test_web_config_flag_protects_every_endpoint(
+    start_whm, run_exporter, tmp_path: Path
+) -> None:
+    whm: WHM = await start_whm(DATASET)
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    web_config = tmp_path / "web.yml"
+    web_config.write_text(f"basic_auth_users:\n  prom: '{hashed}'\n")
+    exporter: Process = await run_exporter(
+        _document(whm.url, _port()),
+        f"--web.config.file={web_config}",
+        env={"OTHER_TOKEN": OTHER_TOKEN},
+        ready_status=401,
+    )
+    assert (await exporter.get("/metrics"))[0] == 401
+    auth = "Basic " + base64.b64encode(b"prom:s3cret").decode()
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": auth}) as session,
+        session.get(exporter.url + "/probe?target=good") as resp,
+    ):
+        assert resp.status == 200
+    assert exporter.stop()[0] == 0
+
+
+async def test_bad_web_config_exits_1_naming_the_key(run_exporter, tmp_path: Path) -> None:
+    web_config = tmp_path / "web.yml"
+    web_config.write_text("basic_auth_users:\n  prom: plaintext\n")
+    config = tmp_path / "config.yml"
+    config.write_text(yaml.safe_dump(_document("http://127.0.0.1:1", _port())))
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "whm_exporter",
+            f"--config.file={config}",
+            f"--web.config.file={web_config}",
+            "--web.listen-address=127.0.0.1:0",
+        ],
+        capture_output=True,
+        text=True,
+        env={"OTHER_TOKEN": OTHER_TOKEN},
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "basic_auth_users.prom: not a bcrypt hash" in result.stderr
