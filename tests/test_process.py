@@ -271,3 +271,23 @@ async def test_bad_web_config_exits_1_naming_the_key(run_exporter, tmp_path: Pat
     )
     assert result.returncode == 1
     assert "basic_auth_users.prom: not a bcrypt hash" in result.stderr
+
+
+async def test_demo_shows_mailbox_and_sender_metrics(run_exporter) -> None:
+    # The README's first command: --demo needs no config and shows real numbers at once.
+    exporter: Process = await run_exporter({}, "--demo")
+    status, text = await exporter.get("/probe?target=demo")
+    assert status == 200
+    found = samples(text)
+    assert value(found, "whm_up") == 1
+    names = {name for name, _ in found}
+    assert {
+        "whm_mailbox_messages",
+        "whm_mailbox_size_bytes",
+        "whm_sender_unique_recipients",
+        "whm_user_unique_recipients",
+    } <= names
+    assert max(v for (n, _), v in found.items() if n == "whm_sender_unique_recipients") > 500
+    code, out, _ = exporter.stop()
+    assert code == 0
+    assert "probe?target=demo" in out

@@ -136,37 +136,42 @@ async def _serve(exporter: Exporter, listen: str, web_config: str | None, banner
     await runner.cleanup()
 
 
-async def _run(args: argparse.Namespace, loaded: Loaded | None) -> None:
-    banner = ""
-    sim_runner = None
-    config_file: str | None = args.config_file
-    if loaded is None:
-        from whm_exporter.simulator import Dataset, Knobs, Simulator, serve
+async def _demo(listen: str) -> tuple[Loaded, web.AppRunner, str]:
+    """The simulator on a free loopback port, a config pointing at it, and what to print."""
+    from whm_exporter.simulator import Dataset, Knobs, Simulator, serve
 
-        token = secrets.token_hex(16)
-        sim = Simulator(
-            Dataset(accounts=24, users=6, folders=6), token=token, knobs=Knobs(latency=0.02)
-        )
-        sim_runner, sim_url = await serve(sim)
-        loaded = build_config(
-            {
-                "modules": {
-                    "default": {"token": token, "unique_recipients": {"windows": ["1h", "24h"]}}
-                },
-                "targets": {"demo": {"url": sim_url}},
-            }
-        )
-        config_file = None
-        host, port = split_listen(args.web_listen_address)
-        base = f"http://{host or 'localhost'}:{port}"
-        banner = (
-            f"Demo: a simulated WHM server runs at {sim_url}.\n"
-            f"  Mailbox and sender metrics:  {base}/probe?target=demo\n"
-            f"  What the probe did:          {base}/probe?target=demo&debug=true\n"
-            f"  Landing page:                {base}/\n"
-            "Stop with Ctrl-C."
-        )
-    exporter = Exporter(loaded, ExporterMetrics(), config_file)
+    token = secrets.token_hex(16)
+    sim = Simulator(
+        Dataset(accounts=24, users=6, folders=6), token=token, knobs=Knobs(latency=0.02)
+    )
+    runner, sim_url = await serve(sim)
+    loaded = build_config(
+        {
+            "modules": {
+                "default": {"token": token, "unique_recipients": {"windows": ["1h", "24h"]}}
+            },
+            "targets": {"demo": {"url": sim_url}},
+        }
+    )
+    host, port = split_listen(listen)
+    base = f"http://{host or 'localhost'}:{port}"
+    banner = (
+        f"Demo: a simulated WHM server runs at {sim_url}.\n"
+        f"  Mailbox and sender metrics:  {base}/probe?target=demo\n"
+        f"  What the probe did:          {base}/probe?target=demo&debug=true\n"
+        f"  Landing page:                {base}/\n"
+        "Stop with Ctrl-C."
+    )
+    return loaded, runner, banner
+
+
+async def _run(args: argparse.Namespace, loaded: Loaded | None) -> None:
+    """Serve ``loaded`` (read from --config.file), or the demo when there is none."""
+    sim_runner = None
+    banner = ""
+    if loaded is None:
+        loaded, sim_runner, banner = await _demo(args.web_listen_address)
+    exporter = Exporter(loaded, ExporterMetrics(), None if sim_runner else args.config_file)
     try:
         await _serve(exporter, args.web_listen_address, args.web_config_file, banner)
     finally:

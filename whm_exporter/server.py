@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import logging
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -18,7 +17,6 @@ from whm_exporter.metrics import Family, families, probe_registry, render_text
 from whm_exporter.snapshot import Snapshot
 from whm_exporter.webconfig import WebSecurity
 
-log = logging.getLogger("whm_exporter.server")
 EXPORTER: web.AppKey[Exporter] = web.AppKey("exporter", Exporter)
 
 
