@@ -41,6 +41,9 @@ def web_config(ca: trustme.CA, tmp_path: Path) -> Path:
         f"  key_file: {tmp_path / 'server.pem'}\n"
         "basic_auth_users:\n"
         f"  prometheus: '{hashed}'\n"
+        "http_server_config:\n"
+        "  headers:\n"
+        "    Strict-Transport-Security: max-age=31536000\n"
     )
     return path
 
@@ -131,3 +134,12 @@ def test_bad_web_config_names_the_key(tmp_path: Path) -> None:
     path.write_text("basic_auth_users:\n  alice: plaintext\n")
     with pytest.raises(ConfigError, match=r"basic_auth_users\.alice: not a bcrypt hash"):
         load_web_config(path)
+
+
+async def test_configured_headers_are_on_every_answer(secured: str, ca: trustme.CA) -> None:
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    async with aiohttp.ClientSession() as session:
+        for headers in ({}, _basic("prometheus", PASSWORD)):
+            async with session.get(secured + "/-/healthy", ssl=ctx, headers=headers) as resp:
+                assert resp.headers["Strict-Transport-Security"] == "max-age=31536000"

@@ -222,7 +222,8 @@ def _path(loc: Iterable[int | str]) -> str:
     return ".".join(str(p) for p in loc) or "(top level)"
 
 
-def _messages(err: ValidationError) -> list[str]:
+def validation_messages(err: ValidationError) -> list[str]:
+    """pydantic's errors as ``yaml.path: reason`` lines."""
     out = []
     for e in err.errors(include_url=False, include_input=False):
         # Pydantic names model validators' locations after the model; strip its wording.
@@ -277,7 +278,7 @@ def build_config(data: object, env: Mapping[str, str] | None = None) -> Loaded:
     try:
         config = Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_messages(err) + problems) from None
+        raise ConfigError(validation_messages(err) + problems) from None
     warnings: list[str] = []
     for name, module in config.modules.items():
         value, problem = _read_secret(name, module, os.environ if env is None else env)

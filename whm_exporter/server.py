@@ -136,9 +136,7 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}</style></head>
 
 
 def make_app(exporter: Exporter, security: WebSecurity | None = None) -> web.Application:
-    app = web.Application(
-        middlewares=[security.middleware()] if security and security.users else []
-    )
+    app = web.Application(middlewares=[security.middleware()] if security else [])
     app[EXPORTER] = exporter
     app.router.add_get("/", landing)
     app.router.add_get("/metrics", metrics)

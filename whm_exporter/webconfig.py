@@ -18,7 +18,7 @@ import yaml
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from whm_exporter.config import ConfigError, _messages
+from whm_exporter.config import ConfigError, validation_messages
 
 ClientAuth = Literal[
     "NoClientCert",
@@ -42,17 +42,23 @@ class TLSServerConfig(_Strict):
     min_version: Literal["TLS12", "TLS13"] = "TLS12"
 
 
+class HTTPServerConfig(_Strict):
+    headers: dict[str, str] = {}
+    # exporter-toolkit's switch; aiohttp serves HTTP/1.1 whatever it says (README).
+    http2: bool = True
+
+
 class WebConfigFile(_Strict):
     tls_server_config: TLSServerConfig | None = None
     basic_auth_users: dict[str, str] = {}
-    # Accepted for compatibility with exporter-toolkit files; headers are not set by us.
-    http_server_config: dict[str, object] = {}
+    http_server_config: HTTPServerConfig = HTTPServerConfig()
 
 
 @dataclass
 class WebSecurity:
     ssl_context: ssl.SSLContext | None
     users: dict[str, bytes]
+    headers: dict[str, str] = field(default_factory=dict)
     # Digests of credentials already checked: bcrypt is slow on purpose, scrapes are frequent.
     _verified: set[bytes] = field(default_factory=set)
 
@@ -75,19 +81,25 @@ class WebSecurity:
         return True
 
     def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
+        """Basic auth on every endpoint (as exporter-toolkit does) and the configured headers
+        on every answer."""
+
         @web.middleware
-        async def basic_auth(
+        async def secure(
             request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
         ) -> web.StreamResponse:
-            if not self.allows(request.headers.get("Authorization")):
-                return web.Response(
+            if self.allows(request.headers.get("Authorization")):
+                resp = await handler(request)
+            else:
+                resp = web.Response(
                     status=401,
                     text="Unauthorized\n",
                     headers={"WWW-Authenticate": 'Basic realm="whm-exporter"'},
                 )
-            return await handler(request)
+            resp.headers.update(self.headers)
+            return resp
 
-        return basic_auth
+        return secure
 
 
 def _ssl_context(tls: TLSServerConfig) -> ssl.SSLContext:
@@ -116,7 +128,7 @@ def load_web_config(path: str | Path) -> WebSecurity:
     except yaml.YAMLError:
         raise ConfigError([f"{path}: not valid YAML"]) from None
     except ValidationError as err:
-        raise ConfigError([f"{path}: {m}" for m in _messages(err)]) from None
+        raise ConfigError([f"{path}: {m}" for m in validation_messages(err)]) from None
     users = {}
     for user, hashed in parsed.basic_auth_users.items():
         if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
@@ -128,4 +140,4 @@ def load_web_config(path: str | Path) -> WebSecurity:
             ctx = _ssl_context(parsed.tls_server_config)
         except (OSError, ssl.SSLError) as err:
             raise ConfigError([f"{path}: tls_server_config: {err}"]) from None
-    return WebSecurity(ctx, users)
+    return WebSecurity(ctx, users, dict(parsed.http_server_config.headers))
