@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import yaml
 from conftest import require_tool
@@ -18,6 +19,7 @@ from whm_exporter.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+K8S_VERSION = "1.30"
 
 
 def _tool_in_venv(name: str) -> str:
@@ -95,3 +97,18 @@ def test_kubernetes_manifests() -> None:
     mounts = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
     assert "/run/secrets/whm" in mounts
     assert kinds["Probe"]["spec"]["prober"]["path"] == "/probe"
+
+
+def test_kubernetes_core_objects_match_the_api_schemas() -> None:
+    docs = list(yaml.safe_load_all((EXAMPLES / "kubernetes" / "whm-exporter.yaml").read_text()))
+    core = [d for d in docs if not d["apiVersion"].startswith("monitoring.coreos.com/")]
+    assert {d["kind"] for d in core} == {"Secret", "ConfigMap", "Deployment", "Service"}
+    for doc in core:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    # The check bites: a misspelt field is refused.
+    broken = next(d for d in core if d["kind"] == "Deployment")
+    broken["spec"]["template"]["spec"]["contianers"] = broken["spec"]["template"]["spec"].pop(
+        "containers"
+    )
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
