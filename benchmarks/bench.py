@@ -140,7 +140,6 @@ async def _exporter_side(args: argparse.Namespace, url: str) -> dict[str, Any]:
 
 async def _floor_side(args: argparse.Namespace, url: str) -> dict[str, Any]:
     """The calls a probe makes (as the exporter's plan makes them), through the client alone."""
-    import aiohttp
     from pydantic import SecretStr
 
     from whm_exporter.config import TLSConfig
@@ -185,7 +184,6 @@ async def _floor_side(args: argparse.Namespace, url: str) -> dict[str, Any]:
             }
         )
     await session.close()
-    assert isinstance(session, aiohttp.ClientSession)
     return {"runs": runs}
 
 

@@ -245,6 +245,7 @@ async def test_own_metrics_landing_and_health(start_whm, start_exporter) -> None
     status, page = await running.get("/")
     assert status == 200
     assert "probe?target=t" in page
+    assert "<td>t</td><td>up</td>" in page  # the probe above, among the recent ones
     assert TOKEN not in page
     assert (await running.get("/-/healthy"))[0] == 200
     assert (await running.get("/-/ready"))[0] == 200

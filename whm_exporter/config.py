@@ -95,7 +95,7 @@ Patterns = tuple[Pattern, ...]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TLSConfig(_Strict):

@@ -91,8 +91,6 @@ class Exporter:
         # One concurrency bound per WHM server (by URL), shared by every target that names it.
         self._bounds: dict[str, Bound] = {}
         self._apply(loaded)
-        metrics.reload_ok.set(1)
-        metrics.reload_time.set(time.time())
 
     def _apply(self, loaded: Loaded) -> None:
         """Switch to a new config. Targets it describes unchanged keep their state; the others
@@ -129,6 +127,8 @@ class Exporter:
         self.targets = new
         for target in retired:
             self._retire(target)
+        self.metrics.reload_ok.set(1)
+        self.metrics.reload_time.set(time.time())
 
     def _retire(self, target: Target) -> None:
         """Close a target once probes that started on it had their time (its timeout)."""
@@ -163,8 +163,6 @@ class Exporter:
         for warning in loaded.warnings:
             log.warning(warning)
         self._apply(loaded)
-        self.metrics.reload_ok.set(1)
-        self.metrics.reload_time.set(time.time())
         log.info("config reloaded", extra={"targets": len(self.targets)})
         return True
 

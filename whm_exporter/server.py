@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import time
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -111,7 +112,8 @@ async def landing(request: web.Request) -> web.Response:
         for name, m in config.modules.items()
     )
     recent = "".join(
-        f"<tr><td>{_e(r.target)}</td><td>{'up' if r.up else 'DOWN'}</td>"
+        f"<tr><td>{time.strftime('%H:%M:%S', time.gmtime(r.at))}</td>"
+        f"<td>{_e(r.target)}</td><td>{'up' if r.up else 'DOWN'}</td>"
         f"<td>{r.duration:.3f}s / {r.timeout:.1f}s</td>"
         f"<td>{r.calls}</td><td>{r.errors}</td>"
         f"<td>{'yes' if r.deadline_exceeded else ''}</td></tr>"
@@ -128,7 +130,8 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}</style></head>
 <h2>Targets</h2><table><tr><th>name</th><th>url</th><th>module</th><th></th></tr>{rows}</table>
 <h2>Modules</h2><table><tr><th>name</th><th>username</th><th>timeout</th>
 <th>max_concurrency</th><th>allowed_targets</th></tr>{modules}</table>
-<h2>Recent probes</h2><table><tr><th>target</th><th>result</th><th>duration / timeout</th>
+<h2>Recent probes</h2><table><tr><th>time (UTC)</th><th>target</th><th>result</th>
+<th>duration / timeout</th>
 <th>calls</th><th>errors</th><th>deadline exceeded</th></tr>{recent}</table>
 </body></html>
 """
