@@ -88,7 +88,8 @@ async def _exporter_side(args: argparse.Namespace, url: str) -> dict[str, Any]:
     from whm_exporter.cli import tune_gc
     from whm_exporter.config import build_config
     from whm_exporter.exporter import Exporter
-    from whm_exporter.metrics import ExporterMetrics, families, render_text
+    from whm_exporter.exposition import render_text
+    from whm_exporter.metrics import ExporterMetrics, families
 
     exporter = Exporter(build_config(_document(args, url), {}), ExporterMetrics(), None)
     target = exporter.targets["bench"]

@@ -8,13 +8,9 @@ import pytest
 from conftest import TOKEN
 
 from whm_exporter import cli
-from whm_exporter.config import (
-    ConfigError,
-    build_config,
-    format_duration,
-    load_config,
-    parse_duration,
-)
+from whm_exporter.config import build_config, load_config
+from whm_exporter.durations import format_duration, parse_duration
+from whm_exporter.yamlconf import ConfigError
 
 ROOT = Path(__file__).parent.parent
 

@@ -9,7 +9,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from whm_exporter.config import build_config
-from whm_exporter.metrics import families, probe_registry, render_text
+from whm_exporter.exposition import probe_registry, render_text
+from whm_exporter.metrics import families
 from whm_exporter.snapshot import MailboxSample, SenderSample, Snapshot, UserSample
 
 HOSTILE = ['quote"d', "back\\slash", "new\nline", "ünïcødé ✉", "trailing\\", ""]

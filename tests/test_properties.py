@@ -9,9 +9,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from whm_exporter.config import ConfigError, build_config
+from whm_exporter.config import build_config
 from whm_exporter.whm import parse
 from whm_exporter.whm.errors import WHMError
+from whm_exporter.yamlconf import ConfigError
 
 PARSERS = [
     parse.mailbox_status_list,

@@ -15,11 +15,11 @@ import trustme
 from aiohttp import web
 from conftest import WHM, loaded, module
 
-from whm_exporter.config import ConfigError
 from whm_exporter.exporter import Exporter
 from whm_exporter.metrics import ExporterMetrics
 from whm_exporter.server import make_app
 from whm_exporter.webconfig import load_web_config
+from whm_exporter.yamlconf import ConfigError
 
 PASSWORD = "correct horse battery staple"
 

@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from whm_exporter import __version__, logs
-from whm_exporter.config import ConfigError, Loaded, build_config, load_config
+from whm_exporter.config import Loaded, build_config, load_config
 from whm_exporter.exporter import Exporter
 from whm_exporter.metrics import ExporterMetrics
 from whm_exporter.server import make_app
 from whm_exporter.webconfig import load_web_config
+from whm_exporter.yamlconf import ConfigError
 
 log = logging.getLogger("whm_exporter")
 DEFAULT_LISTEN = ":10087"

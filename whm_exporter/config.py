@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
@@ -17,9 +17,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PrivateAttr,
     SecretStr,
@@ -28,42 +26,8 @@ from pydantic import (
     model_validator,
 )
 
-_DURATION_RE = re.compile(
-    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
-)
-_DURATION_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
-
-
-class ConfigError(Exception):
-    """A configuration that cannot be used; ``problems`` holds one ``path: reason`` per issue."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
-
-
-def parse_duration(value: object) -> float:
-    """Prometheus duration syntax (``1h30m``, ``500ms``) to seconds."""
-    if isinstance(value, bool) or not isinstance(value, str):
-        raise ValueError("must be a duration string such as 30s, 5m or 1h (Prometheus syntax)")
-    match = _DURATION_RE.match(value)
-    if not value or match is None:
-        raise ValueError(f"{value!r} is not a duration (Prometheus syntax: 500ms, 30s, 5m, 1h)")
-    return float(
-        sum(int(n) * unit for n, unit in zip(match.groups(), _DURATION_UNITS, strict=True) if n)
-    )
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds back to the shortest Prometheus duration string (for pages and HELP texts)."""
-    if seconds < 1 and seconds > 0:
-        return f"{round(seconds * 1000)}ms"
-    rest, out = int(seconds), ""
-    for unit, name in ((86400, "d"), (3600, "h"), (60, "m"), (1, "s")):
-        if rest >= unit:
-            out += f"{rest // unit}{name}"
-            rest %= unit
-    return out or "0s"
+from whm_exporter.durations import parse_duration
+from whm_exporter.yamlconf import ConfigError, StrictModel, validation_messages
 
 
 class Window(NamedTuple):
@@ -94,17 +58,13 @@ Pattern = Annotated[re.Pattern[str], BeforeValidator(_pattern)]
 Patterns = tuple[Pattern, ...]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TLSConfig(_Strict):
+class TLSConfig(StrictModel):
     insecure_skip_verify: bool = False
     ca_file: Path | None = None
     server_name: str | None = None
 
 
-class DiscoveryConfig(_Strict):
+class DiscoveryConfig(StrictModel):
     enabled: bool = True
     refresh: Duration = 600.0
     include_users: Patterns = ()
@@ -118,7 +78,7 @@ class DiscoveryConfig(_Strict):
 MailboxFunction = Literal["auto", "get_mailbox_status_list", "get_mailbox_status"]
 
 
-class MailboxesConfig(_Strict):
+class MailboxesConfig(StrictModel):
     enabled: bool = True
     function: MailboxFunction = "auto"
     include_folders: Patterns = ()
@@ -126,7 +86,7 @@ class MailboxesConfig(_Strict):
     cache: Duration = 0.0
 
 
-class UniqueRecipientsConfig(_Strict):
+class UniqueRecipientsConfig(StrictModel):
     enabled: bool = True
     windows: tuple[Annotated[Window, BeforeValidator(_window)], ...] = (Window("1h", 3600.0),)
     end_time_lag: Duration = 60.0
@@ -145,7 +105,7 @@ class UniqueRecipientsConfig(_Strict):
         return windows
 
 
-class ModuleConfig(_Strict):
+class ModuleConfig(StrictModel):
     username: str = "root"
     token_file: Path | None = None
     token_env: str | None = None
@@ -181,10 +141,10 @@ class ModuleConfig(_Strict):
         return self._secret
 
 
-class TargetConfig(_Strict):
+class TargetConfig(StrictModel):
     url: str
     module: str = "default"
-    users: dict[str, tuple[str, ...]] = {}
+    users: dict[str, tuple[str, ...]] = Field(default_factory=dict)
 
     @field_validator("url")
     @classmethod
@@ -205,9 +165,9 @@ class TargetConfig(_Strict):
         return users
 
 
-class Config(_Strict):
-    modules: dict[str, ModuleConfig] = {}
-    targets: dict[str, TargetConfig] = {}
+class Config(StrictModel):
+    modules: dict[str, ModuleConfig] = Field(default_factory=dict)
+    targets: dict[str, TargetConfig] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,23 +176,6 @@ class Loaded:
 
     config: Config
     warnings: list[str] = field(default_factory=list)
-
-
-def _path(loc: Iterable[int | str]) -> str:
-    return ".".join(str(p) for p in loc) or "(top level)"
-
-
-def validation_messages(err: ValidationError) -> list[str]:
-    """pydantic's errors as ``yaml.path: reason`` lines."""
-    out = []
-    for e in err.errors(include_url=False, include_input=False):
-        # Pydantic names model validators' locations after the model; strip its wording.
-        msg = str(e["msg"]).removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key (check its spelling and indentation)"
-        loc = [p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-        out.append(f"{_path(loc)}: {msg}")
-    return out
 
 
 def _unknown_module_refs(data: Mapping[str, Any]) -> list[str]:

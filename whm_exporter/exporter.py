@@ -13,10 +13,11 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from whm_exporter.config import ConfigError, Loaded, ModuleConfig, load_config
+from whm_exporter.config import Loaded, ModuleConfig, load_config
 from whm_exporter.metrics import ExporterMetrics
 from whm_exporter.snapshot import Snapshot
 from whm_exporter.target import Bound, Target
+from whm_exporter.yamlconf import ConfigError
 
 log = logging.getLogger("whm_exporter")
 

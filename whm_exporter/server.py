@@ -12,9 +12,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 
 from whm_exporter import __version__
-from whm_exporter.config import format_duration
+from whm_exporter.durations import format_duration
 from whm_exporter.exporter import BadRequest, Exporter, probe_timeout
-from whm_exporter.metrics import Family, families, probe_registry, render_text
+from whm_exporter.exposition import probe_registry, render_text
+from whm_exporter.metrics import Family, families
 from whm_exporter.snapshot import Snapshot
 from whm_exporter.webconfig import WebSecurity
 

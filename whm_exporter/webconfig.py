@@ -16,9 +16,9 @@ from typing import Literal
 import bcrypt
 import yaml
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import Field, ValidationError
 
-from whm_exporter.config import ConfigError, validation_messages
+from whm_exporter.yamlconf import ConfigError, StrictModel, validation_messages
 
 ClientAuth = Literal[
     "NoClientCert",
@@ -30,11 +30,7 @@ ClientAuth = Literal[
 _VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TLSServerConfig(_Strict):
+class TLSServerConfig(StrictModel):
     cert_file: Path
     key_file: Path
     client_auth_type: ClientAuth = "NoClientCert"
@@ -42,15 +38,15 @@ class TLSServerConfig(_Strict):
     min_version: Literal["TLS12", "TLS13"] = "TLS12"
 
 
-class HTTPServerConfig(_Strict):
-    headers: dict[str, str] = {}
+class HTTPServerConfig(StrictModel):
+    headers: dict[str, str] = Field(default_factory=dict)
     # exporter-toolkit's switch; aiohttp serves HTTP/1.1 whatever it says (README).
     http2: bool = True
 
 
-class WebConfigFile(_Strict):
+class WebConfigFile(StrictModel):
     tls_server_config: TLSServerConfig | None = None
-    basic_auth_users: dict[str, str] = {}
+    basic_auth_users: dict[str, str] = Field(default_factory=dict)
     http_server_config: HTTPServerConfig = HTTPServerConfig()
 
 
