@@ -37,6 +37,17 @@ def test_defaults_match_the_design() -> None:
     assert (m.unique_recipients.min_count, m.unique_recipients.max_senders_per_user) == (1, 50)
     assert m.discovery.refresh == 600
     assert not m.tls.insecure_skip_verify
+    assert (m.mailboxes.refresh, m.mailboxes.max_age) == (60, 3600)
+    recipients = m.unique_recipients
+    assert (recipients.refresh, recipients.max_age, recipients.priority_threshold) == (0, 3600, 100)
+
+
+def test_the_old_cache_key_names_its_replacement() -> None:
+    found = problems({"modules": {"m": {"token": "x", "mailboxes": {"cache": "5m"}}}})
+    assert found == [
+        "modules.m.mailboxes.cache: `cache` was replaced by `refresh` (an answer this young is"
+        " not asked again) and `max_age` (an answer this old is no longer served)"
+    ]
 
 
 @pytest.mark.parametrize(

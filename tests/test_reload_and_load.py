@@ -103,7 +103,8 @@ async def test_many_concurrent_scrapes_are_all_answered_and_whm_sees_one_probe(
     start_whm, start_exporter
 ) -> None:
     whm: WHM = await start_whm(Dataset(accounts=40, users=8, folders=4), latency=0.05)
-    running: Running = await start_exporter(module(whm.url))
+    # Every answer asked at every probe: each burst costs WHM exactly one probe's calls.
+    running: Running = await start_exporter(module(whm.url, mailboxes={"refresh": "0s"}))
     await running.probe()  # discovery and the mailbox function
     one_probe = (
         whm.sim.stats.calls.total()

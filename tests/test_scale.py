@@ -1,4 +1,4 @@
-"""Discovery, the shared bound, coalesced probes, caching, cardinality limits and unlisted hosts,
+"""Discovery, the shared bound, coalesced probes, cardinality limits and unlisted hosts,
 all against the simulator on loopback."""
 
 from __future__ import annotations
@@ -112,38 +112,6 @@ async def test_bound_is_shared_by_targets_naming_one_server(start_whm, start_exp
     running = await start_exporter(document)
     await asyncio.gather(running.probe("t"), running.probe("t2"))
     assert whm.sim.stats.max_in_flight == 2
-
-
-async def test_cache_reuses_answers_and_says_how_old(start_whm, start_exporter) -> None:
-    whm: WHM = await start_whm(DATASET)
-    document = module(whm.url, mailboxes={"cache": "1h"}, unique_recipients={"cache": "1h"})
-    running = await start_exporter(document)
-    first = await running.probe()
-    calls = dict(whm.sim.stats.calls)
-    second = await running.probe()
-    assert whm.sim.stats.calls["get_mailbox_status_list"] == calls["get_mailbox_status_list"]
-    assert (
-        whm.sim.stats.calls["get_unique_recipient_count_per_sender_for_user"]
-        == calls["get_unique_recipient_count_per_sender_for_user"]
-    )
-    assert series(second, "whm_mailbox_messages") == series(first, "whm_mailbox_messages")
-    assert value(second, "whm_cache_age_seconds", function="get_mailbox_status_list") > 0
-    assert value(first, "whm_cache_age_seconds", function="get_mailbox_status_list") == 0
-    assert value(second, "whm_api_calls", function="get_mailbox_status_list") == value(
-        first, "whm_api_calls", function="get_mailbox_status_list"
-    )
-
-
-async def test_cache_forgets_accounts_that_disappear(start_whm, start_exporter) -> None:
-    whm: WHM = await start_whm(DATASET)
-    document = module(whm.url, discovery={"refresh": "0s"}, mailboxes={"cache": "1h"})
-    running = await start_exporter(document)
-    await running.probe()
-    target = running.exporter.targets["t"]
-    before = len(target.cache)
-    whm.sim.dataset = Dataset(accounts=10, users=3, folders=4)
-    await running.probe()
-    assert len(target.cache) == 10 + 3 < before
 
 
 async def test_top_senders_and_series_dropped(start_whm, start_exporter) -> None:

@@ -83,7 +83,9 @@ class MailboxesConfig(StrictModel):
     function: MailboxFunction = "auto"
     include_folders: Patterns = ()
     exclude_folders: Patterns = ()
-    cache: Duration = 0.0
+    # Every mailbox call runs doveadm on the server: an answer this young is not asked again.
+    refresh: Duration = 60.0
+    max_age: Duration = 3600.0
 
 
 class UniqueRecipientsConfig(StrictModel):
@@ -94,7 +96,11 @@ class UniqueRecipientsConfig(StrictModel):
     min_count: int = Field(default=1, ge=0)
     # 0 means no limit.
     max_senders_per_user: int = Field(default=50, ge=0)
-    cache: Duration = 0.0
+    # Users whose total reaches this get their senders asked first (0: every user is hot).
+    priority_threshold: int = Field(default=100, ge=0)
+    # The spam signal: asked again at every probe unless set (HA scrapers, README).
+    refresh: Duration = 0.0
+    max_age: Duration = 3600.0
 
     @field_validator("windows")
     @classmethod
@@ -103,6 +109,13 @@ class UniqueRecipientsConfig(StrictModel):
         if len(set(labels)) != len(labels):
             raise ValueError("windows must be distinct")
         return windows
+
+
+# Keys of earlier versions and what replaced them: named in the error instead of "unknown key".
+RENAMED = {
+    "cache": "`cache` was replaced by `refresh` (an answer this young is not asked again) and"
+    " `max_age` (an answer this old is no longer served)",
+}
 
 
 class ModuleConfig(StrictModel):
@@ -221,7 +234,7 @@ def build_config(data: object, env: Mapping[str, str] | None = None) -> Loaded:
     try:
         config = Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(validation_messages(err) + problems) from None
+        raise ConfigError(validation_messages(err, RENAMED) + problems) from None
     warnings: list[str] = []
     for name, module in config.modules.items():
         value, problem = _read_secret(name, module, os.environ if env is None else env)

@@ -13,10 +13,12 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from whm_exporter.collect.run import Bound
 from whm_exporter.config import Loaded, ModuleConfig, load_config
 from whm_exporter.metrics import ExporterMetrics
+from whm_exporter.probe import probe
 from whm_exporter.snapshot import Snapshot
-from whm_exporter.target import Bound, Target
+from whm_exporter.target import Target
 from whm_exporter.yamlconf import ConfigError
 
 log = logging.getLogger("whm_exporter")
@@ -94,8 +96,9 @@ class Exporter:
         self._apply(loaded)
 
     def _apply(self, loaded: Loaded) -> None:
-        """Switch to a new config. Targets it describes unchanged keep their state; the others
-        are closed once the probes that started on them had their time to finish."""
+        """Switch to a new config. Targets it describes unchanged stay as they are; a target
+        whose server and items are unchanged (a new token, say) keeps what it learned. Replaced
+        targets take no new work and are closed once their probes had time to finish."""
         config = loaded.config
         old = self.targets
         sizes: dict[str, int] = {}
@@ -117,8 +120,15 @@ class Exporter:
             if current is not None and current.same_as(tc.url, module, tc.users, bound):
                 new[name] = current
             else:
+                state = current.state_for(tc.url, module, tc.users) if current else None
                 new[name] = Target(
-                    name, tc.url, module, tc.users, bound, observer=self.metrics.observer(name)
+                    name,
+                    tc.url,
+                    module,
+                    tc.users,
+                    bound,
+                    observer=self.metrics.observer(name),
+                    state=state,
                 )
             self.metrics.init_target(name)
         retired = [t for n, t in old.items() if new.get(n) is not t]
@@ -133,6 +143,7 @@ class Exporter:
 
     def _retire(self, target: Target) -> None:
         """Close a target once probes that started on it had their time (its timeout)."""
+        target.collection.retire()
         self._retired.add(target)
 
         async def later() -> None:
@@ -201,7 +212,7 @@ class Exporter:
 
     async def probe(self, target: Target, budget: float) -> Snapshot:
         """Probe ``target`` within ``budget`` seconds."""
-        snapshot = await target.probe(budget)
+        snapshot = await probe(target, budget)
         result = "success" if snapshot.up else "failure"
         self.metrics.probes.labels(target.label, result).inc()
         self.recent.appendleft(
@@ -221,7 +232,7 @@ class Exporter:
     def cancel_probes(self) -> None:
         """At shutdown: probes in flight answer now with what they have."""
         for target in {*self.targets.values(), *self._unlisted.values(), *self._retired}:
-            target.cancel()
+            target.collection.cancel()
 
     async def close(self) -> None:
         for task in list(self._closing):

@@ -22,15 +22,7 @@ from prometheus_client import (
 )
 
 from whm_exporter import __version__
-from whm_exporter.config import ModuleConfig
-from whm_exporter.durations import format_duration
 from whm_exporter.snapshot import Snapshot
-
-
-def _cached(help_text: str, ttl: float) -> str:
-    if not ttl:
-        return help_text
-    return f"{help_text} Answers may be up to {format_duration(ttl)} old (cache)."
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,15 +35,13 @@ class Family:
     samples: Sequence[tuple[tuple[str, ...], float]] = ()
 
 
-def families(s: Snapshot, module: ModuleConfig) -> list[Family]:
+def families(s: Snapshot) -> list[Family]:
     """Every metric of a probe, named and explained here and nowhere else."""
-    mailbox_ttl = module.mailboxes.cache
-    recipients_ttl = module.unique_recipients.cache
     mailbox_labels = [(m.user, m.account, m.mailbox) for m in s.mailboxes]
-    out = [
+    return [
         Family(
             "whm_up",
-            "1 if WHM answered and accepted the credentials in this probe.",
+            "1 if WHM answered and accepted the credentials since the previous probe.",
             samples=[((), int(s.up))],
         ),
         Family(
@@ -64,20 +54,27 @@ def families(s: Snapshot, module: ModuleConfig) -> list[Family]:
         ),
         Family(
             "whm_probe_deadline_exceeded",
-            "1 if the probe stopped at its deadline with calls unanswered.",
+            "1 if the probe answered with work still pending (normal on a big server: the"
+            " collection goes on after it).",
             samples=[((), int(s.deadline_exceeded))],
         ),
         Family(
             "whm_api_calls",
-            "WHM API calls made (or served from cache) in this probe.",
+            "WHM API calls answered since the previous probe.",
             ("function",),
             [((f,), n) for f, n in sorted(s.calls.items())],
         ),
         Family(
             "whm_api_errors",
-            "Failed WHM API calls in this probe, by function and reason.",
+            "Failed WHM API calls since the previous probe, by function and reason.",
             ("function", "reason"),
             [(k, n) for k, n in sorted(s.errors.items())],
+        ),
+        Family(
+            "whm_api_calls_abandoned",
+            "WHM API calls cancelled (stop, reload, shutdown) since the previous probe.",
+            ("function",),
+            [((f,), n) for f, n in sorted(s.abandoned.items())],
         ),
         Family(
             "whm_discovered_users",
@@ -90,29 +87,44 @@ def families(s: Snapshot, module: ModuleConfig) -> list[Family]:
             samples=[((), s.discovered_accounts)],
         ),
         Family(
+            "whm_discovery_complete",
+            "1 once every user's addresses have been listed at least once.",
+            samples=[((), int(s.discovery_complete))],
+        ),
+        Family(
+            "whm_data_items",
+            "Items by state: fresh (answered since the previous probe), kept (answered earlier,"
+            " within max_age) or missing (known, nothing to serve).",
+            ("function", "state"),
+            [(k, n) for k, n in sorted(s.items.items())],
+        ),
+        Family(
+            "whm_data_age_seconds",
+            "Age of the oldest answer served, by function.",
+            ("function",),
+            [((f,), a) for f, a in sorted(s.data_age.items())],
+        ),
+        Family(
             "whm_mailbox_messages",
-            _cached("Messages in one mailbox folder.", mailbox_ttl),
+            "Messages in one mailbox folder.",
             ("user", "account", "mailbox"),
             [(k, m.messages) for k, m in zip(mailbox_labels, s.mailboxes, strict=True)],
         ),
         Family(
             "whm_mailbox_size_bytes",
-            _cached("Virtual size of one mailbox folder (vsize), in bytes.", mailbox_ttl),
+            "Virtual size of one mailbox folder (vsize), in bytes.",
             ("user", "account", "mailbox"),
             [(k, m.vsize) for k, m in zip(mailbox_labels, s.mailboxes, strict=True)],
         ),
         Family(
             "whm_sender_unique_recipients",
-            _cached("Unique remote recipients the sender reached in the window.", recipients_ttl),
+            "Unique remote recipients the sender reached in the window.",
             ("user", "sender", "window"),
             [((r.user, r.sender, r.window), r.count) for r in s.senders],
         ),
         Family(
             "whm_user_unique_recipients",
-            _cached(
-                "Unique remote recipients of the cPanel user's senders in the window.",
-                recipients_ttl,
-            ),
+            "Unique remote recipients of the cPanel user's senders in the window.",
             ("user", "window"),
             [((u.user, u.window), u.count) for u in s.user_totals],
         ),
@@ -123,16 +135,6 @@ def families(s: Snapshot, module: ModuleConfig) -> list[Family]:
             [((m,), n) for m, n in sorted(s.dropped.items())],
         ),
     ]
-    if mailbox_ttl or recipients_ttl:
-        out.append(
-            Family(
-                "whm_cache_age_seconds",
-                "Age of the oldest cached answer used in this probe, by function.",
-                ("function",),
-                [((f,), a) for f, a in sorted(s.cache_age.items())],
-            )
-        )
-    return out
 
 
 class ExporterMetrics:

@@ -53,7 +53,7 @@ async def probe(request: web.Request) -> web.Response:
     except BadRequest as err:
         return _bad_request(str(err))
     snapshot = await exporter.probe(target, timeout)
-    fams = families(snapshot, target.module)
+    fams = families(snapshot)
     if query.get("debug", "").lower() in ("true", "1"):
         text = _debug_text(target.name, timeout, snapshot, fams)
         return web.Response(text=text, content_type="text/plain")
@@ -63,9 +63,9 @@ async def probe(request: web.Request) -> web.Response:
 def _debug_text(name: str, timeout: float, s: Snapshot, fams: Sequence[Family]) -> str:
     lines = [
         f"Probe of {name} (timeout {timeout:.1f}s): {'up' if s.up else 'DOWN'},"
-        f" {s.duration:.3f}s{', deadline exceeded' if s.deadline_exceeded else ''}",
+        f" {s.duration:.3f}s{', answered with work pending' if s.deadline_exceeded else ''}",
         "",
-        "Calls:",
+        "Calls since the previous probe:",
     ]
     for c in s.log:
         subject = f" {c.subject}" if c.subject else ""

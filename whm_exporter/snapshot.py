@@ -1,4 +1,5 @@
-"""What one probe found: plain records, built by the probe and read by the metrics module."""
+"""What one probe serves: plain records, built from the target's state by the probe and read by
+the metrics module."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ class UserSample:
 
 @dataclass(frozen=True, slots=True)
 class CallRecord:
-    """One WHM call as the debug page shows it. ``outcome`` is success, cached or a reason."""
+    """One WHM call as the debug page shows it. ``outcome`` is success, a reason, or
+    abandoned."""
 
     function: str
     subject: str
@@ -46,14 +48,21 @@ class Snapshot:
     up: bool
     duration: float
     timeout: float
+    # The probe answered with calls in flight or items still to ask (normal on a big server).
     deadline_exceeded: bool
+    # Since the previous probe answered.
     calls: Mapping[str, int]
     errors: Mapping[tuple[str, str], int]
+    abandoned: Mapping[str, int]
     discovered_users: int
     discovered_accounts: int
+    discovery_complete: bool
+    # (function, fresh|kept|missing) -> items.
+    items: Mapping[tuple[str, str], int]
+    # function -> age of the oldest answer served.
+    data_age: Mapping[str, float]
     mailboxes: Sequence[MailboxSample]
     senders: Sequence[SenderSample]
     user_totals: Sequence[UserSample]
     dropped: Mapping[str, int]
-    cache_age: Mapping[str, float]
     log: Sequence[CallRecord]

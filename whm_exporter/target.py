@@ -1,29 +1,26 @@
-"""The live state of one WHM server: its session, its concurrency bound, what it has taught us
-(which mailbox function it knows), its discovery and answer caches, and the collection in flight
-that overlapping probes share."""
+"""One WHM server as a configured target: its session and client, the bound it shares with every
+target naming the same server, the state it has learned, and the collection that feeds it."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Mapping
 
 import aiohttp
 
-from whm_exporter.cache import AnswerCache
+from whm_exporter.collect.run import Bound, Collection
+from whm_exporter.collect.state import TargetState
 from whm_exporter.config import ModuleConfig
-from whm_exporter.discovery import Discovery
-from whm_exporter.probe import MAILBOX_LIST, Probe
-from whm_exporter.snapshot import Snapshot
 from whm_exporter.whm.client import CallObserver, WHMClient, new_session
 
 
-class Bound(asyncio.Semaphore):
-    """The most WHM calls that may be in flight toward one server."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__(size)
-        self.size = size
+def shapes_state(a: ModuleConfig, b: ModuleConfig) -> bool:
+    """Whether two modules collect the same items the same way, so that what one learned
+    serves the other (a new token, timeout or bound keeps the state)."""
+    return (a.discovery, a.mailboxes, a.unique_recipients) == (
+        b.discovery,
+        b.mailboxes,
+        b.unique_recipients,
+    )
 
 
 class Target:
@@ -37,6 +34,7 @@ class Target:
         *,
         label: str | None = None,
         observer: CallObserver | None = None,
+        state: TargetState | None = None,
     ) -> None:
         self.name = name
         # The target label of the exporter's own metrics.
@@ -46,21 +44,31 @@ class Target:
         self.users = users
         # Shared with every probe of every target naming this server, so HA pairs, retries and
         # duplicate targets cannot multiply the load on it.
-        self.semaphore = bound
-        self.discovery = Discovery(module.discovery, users)
-        self.cache = AnswerCache()
+        self.bound = bound
+        if state is None:
+            state = TargetState(module, users)
+            if module.mailboxes.function != "auto":
+                state.mailbox_function = module.mailboxes.function
+        state.module = module
+        self.state = state
+        self.collection = Collection(name, state, bound, lambda: self.client)
         self._observer = observer
         self._session: aiohttp.ClientSession | None = None
         self._client: WHMClient | None = None
-        self._learned_mailbox_function: str | None = None
-        self._running: tuple[Probe, asyncio.Task[None]] | None = None
 
     def same_as(
         self, url: str, module: ModuleConfig, users: Mapping[str, tuple[str, ...]], bound: Bound
     ) -> bool:
-        """Whether a reloaded config describes this very target (so its state carries over)."""
+        """Whether a reloaded config describes this very target, token included."""
         same = (url, module, dict(users)) == (self.url, self.module, dict(self.users))
-        return same and bound is self.semaphore
+        return same and module.secret == self.module.secret and bound is self.bound
+
+    def state_for(
+        self, url: str, module: ModuleConfig, users: Mapping[str, tuple[str, ...]]
+    ) -> TargetState | None:
+        """This target's state, when a reloaded config for the same server can keep it."""
+        same_items = (url, dict(users)) == (self.url, dict(self.users))
+        return self.state if same_items and shapes_state(module, self.module) else None
 
     @property
     def client(self) -> WHMClient:
@@ -78,45 +86,7 @@ class Target:
             )
         return self._client
 
-    def mailbox_function(self) -> str:
-        configured = self.module.mailboxes.function
-        if configured != "auto":
-            return configured
-        return self._learned_mailbox_function or MAILBOX_LIST
-
-    def knows_mailbox_function(self) -> bool:
-        return (
-            self.module.mailboxes.function != "auto" or self._learned_mailbox_function is not None
-        )
-
-    def learn_mailbox_function(self, function: str) -> None:
-        self._learned_mailbox_function = function
-
-    async def probe(self, budget: float) -> Snapshot:
-        """Collect now, or join the collection already running for this target: WHM then sees
-        each call once and every waiting scraper gets the whole answer."""
-        started = time.monotonic()
-        deadline = asyncio.get_running_loop().time() + budget
-        if self._running is None:
-            probe = Probe(self)
-            running = (probe, asyncio.create_task(probe.run(deadline)))
-            # Forget a finished collection: its waiters hold it, nothing else should.
-            running[1].add_done_callback(lambda _: self._forget(running))
-            self._running = running
-        probe, task = self._running
-        done, _ = await asyncio.wait({task}, timeout=budget)
-        return probe.snapshot(started, budget, cut_off=task not in done or task.cancelled())
-
-    def _forget(self, running: tuple[Probe, asyncio.Task[None]]) -> None:
-        if self._running is running:
-            self._running = None
-
-    def cancel(self) -> None:
-        """Stop the collection in flight; its waiting probes answer with what arrived."""
-        if self._running is not None:
-            self._running[1].cancel()
-
     async def close(self) -> None:
-        self.cancel()
+        self.collection.cancel()
         if self._session is not None:
             await self._session.close()

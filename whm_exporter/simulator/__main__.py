@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+import time
 
 from whm_exporter.simulator.app import Knobs, Simulator, serve
 from whm_exporter.simulator.dataset import Dataset
@@ -23,7 +24,24 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--accounts", type=int, default=20, help="email accounts in all")
     p.add_argument("--users", type=int, default=0, help="cPanel users (default: accounts/4)")
     p.add_argument("--folders", type=int, default=5, help="folders per mailbox")
-    p.add_argument("--latency", type=float, default=0.0, help="seconds added to every call")
+    p.add_argument("--latency", type=float, default=0.0, help="median seconds per call")
+    p.add_argument(
+        "--latency-spread",
+        type=float,
+        default=0.0,
+        help="sigma of the lognormal call time around the median (0: constant)",
+    )
+    p.add_argument(
+        "--capacity", type=int, default=0, help="calls served at once, the rest queue (0: any)"
+    )
+    p.add_argument(
+        "--new-spammer-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="a quiet address starts sending to 2000 unique recipients per hour after this long"
+        " (or at any time: POST /_sim/spammer?rate=N[&address=A])",
+    )
     p.add_argument("--error-rate", type=float, default=0.0, help="fraction of calls answering 500")
     p.add_argument("--string-counters", action="store_true", help="send counters as strings")
     p.add_argument("--disable-role", choices=["MailReceive", "MailSend"], default=None)
@@ -60,6 +78,8 @@ async def _run(args: argparse.Namespace) -> None:
         token=args.token,
         knobs=Knobs(
             latency=args.latency,
+            latency_spread=args.latency_spread,
+            capacity=args.capacity,
             error_rate=args.error_rate,
             string_counters=args.string_counters,
             disabled_role=args.disable_role,
@@ -68,6 +88,8 @@ async def _run(args: argparse.Namespace) -> None:
         ),
         seed=args.seed,
     )
+    if args.new_spammer_after is not None:
+        sim.start_spammer(sim.quiet_address(), 2000, time.monotonic() + args.new_spammer_after)
     host, _, port = args.listen.rpartition(":")
     runner, url = await serve(sim, host or "127.0.0.1", int(port))
     print(f"WHM simulator serving {url} (user {args.username})", flush=True)

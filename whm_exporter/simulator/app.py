@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import random
 import secrets
 import ssl
@@ -37,13 +38,20 @@ ROLES = {
 
 @dataclass
 class Knobs:
+    # Seconds per call: the median, and the spread of a lognormal around it (sigma of its
+    # logarithm; 0 = always the median). Real WHM mailbox calls take 100-300 ms.
     latency: float = 0.0
+    latency_spread: float = 0.0
+    # Calls the server works on at once (0: no limit); the rest queue, as on a busy cpsrvd.
+    capacity: int = 0
     error_rate: float = 0.0
     string_counters: bool = False
     disabled_role: str | None = None
     no_list_function: bool = False
     # "function:subject", subject (account or user) or function -> a kind from FAULTS.
     faults: dict[str, str] = field(default_factory=dict)
+    # Address -> (monotonic time it starts, unique recipients per hour): spammers that appear.
+    spammers: dict[str, tuple[float, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -51,6 +59,8 @@ class Stats:
     calls: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
     max_in_flight: int = 0
+    # Set when a call arrives: tests wait on it rather than on time.
+    called: asyncio.Event = field(default_factory=asyncio.Event)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -103,6 +113,7 @@ class Simulator:
         self.stats = Stats()
         self._random = random.Random(seed)
         self._folder_cache: dict[tuple[Dataset, str], list[FolderData]] = {}
+        self._capacity: tuple[int, asyncio.Semaphore] | None = None
         self._handlers: dict[str, Callable[[dict[str, str]], object]] = {
             "listaccts": self._listaccts,
             "list_pops_for": self._list_pops_for,
@@ -116,7 +127,24 @@ class Simulator:
         app = web.Application()
         app.router.add_get("/json-api/{function}", self._serve)
         app.router.add_get("/_sim/stats", self._stats)
+        app.router.add_post("/_sim/spammer", self._new_spammer)
         return app
+
+    async def _new_spammer(self, request: web.Request) -> web.Response:
+        """``POST /_sim/spammer?rate=N[&address=A]``: a sender starts reaching N unique
+        recipients per hour now (by default the first address of the last user)."""
+        address = request.query.get("address") or self.quiet_address()
+        self.start_spammer(address, int(request.query.get("rate", "2000")))
+        return web.json_response({"address": address, "user": self.dataset.owner(address)})
+
+    def quiet_address(self) -> str:
+        """The first address of the last user that is not suspended."""
+        ds = self.dataset
+        user = next(u for u in reversed(ds.user_names) if not ds.suspended(u))
+        return ds.pops[user][0] if ds.pops[user] else user
+
+    def start_spammer(self, address: str, rate: int, at: float | None = None) -> None:
+        self.knobs.spammers[address] = (time.monotonic() if at is None else at, rate)
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats.as_json())
@@ -130,11 +158,12 @@ class Simulator:
                 status=401, text="<html><body>Access denied</body></html>", content_type="text/html"
             )
         self.stats.calls[function] += 1
+        self.stats.called.set()
         self.stats.in_flight += 1
         self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
         try:
             if self.knobs.latency:
-                await asyncio.sleep(self.knobs.latency)
+                await self._work()
             params = dict(request.query)
             fault = self._fault(function, params)
             if fault:
@@ -142,6 +171,17 @@ class Simulator:
             return web.json_response(self.answer(function, params))
         finally:
             self.stats.in_flight -= 1
+
+    async def _work(self) -> None:
+        knobs = self.knobs
+        seconds = knobs.latency * math.exp(knobs.latency_spread * self._random.gauss(0.0, 1.0))
+        if not knobs.capacity:
+            await asyncio.sleep(seconds)
+            return
+        if self._capacity is None or self._capacity[0] != knobs.capacity:
+            self._capacity = (knobs.capacity, asyncio.Semaphore(knobs.capacity))
+        async with self._capacity[1]:
+            await asyncio.sleep(seconds)
 
     def answer(self, function: str, params: dict[str, str]) -> dict[str, Any]:
         """The JSON body WHM would send for this call."""
@@ -262,10 +302,19 @@ class Simulator:
             )
         return float(end - start)
 
+    def sender_counts(self, user: str, window: float) -> dict[str, int]:
+        """The dataset's senders of ``user``, with the spammers that have appeared by now."""
+        counts = self.dataset.senders(user, window)
+        now = time.monotonic()
+        for address, (at, rate) in self.knobs.spammers.items():
+            if now >= at and self.dataset.owner(address) == user:
+                counts[address] = round(rate * window / 3600)
+        return counts
+
     def _senders(self, params: dict[str, str]) -> object:
         user = self._required(params, "user")
         window = self._window(params)
-        counts = self.dataset.senders(user, window)
+        counts = self.sender_counts(user, window)
         return {
             "payload": [
                 {"sender": s, "unique_recipient_count": self._count(c)} for s, c in counts.items()
@@ -276,7 +325,7 @@ class Simulator:
         window = self._window(params)
         rows = []
         for user in self.dataset.user_names:
-            total = self.dataset.user_total(user, window)
+            total = sum(self.sender_counts(user, window).values())
             if total:
                 rows.append({"user": user, "unique_sender_recipient_count": self._count(total)})
         return {"payload": rows}

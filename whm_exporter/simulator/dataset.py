@@ -118,8 +118,17 @@ class Dataset:
         """Unique remote recipients per hour; 0 means the sender is absent from the payload."""
         if self.heavy_sender and sender == self.heavy_sender_address:
             return HEAVY_SENDER_RATE
-        rng = _rng(self.seed, "rate", sender)
-        return 0 if rng.random() < 0.3 else rng.randrange(1, 120)
+        rate = self._rates.get(sender)
+        if rate is None:
+            rng = _rng(self.seed, "rate", sender)
+            rate = self._rates[sender] = 0 if rng.random() < 0.3 else rng.randrange(1, 120)
+        return rate
+
+    @cached_property
+    def _rates(self) -> dict[str, int]:
+        # Per-user totals ask for every sender of the server at each call: 50,000 at the
+        # largest size, each otherwise a fresh hash and generator.
+        return {}
 
     @property
     def heavy_sender_address(self) -> str | None:

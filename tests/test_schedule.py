@@ -1,0 +1,304 @@
+"""The scheduler and the state it reads, with a fake clock: which call comes next, when an item
+may be asked again, when a probe may answer, and how discovery adds and drops items."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conftest import loaded
+
+from whm_exporter.collect import schedule
+from whm_exporter.collect.calls import MAILBOX_LIST, Kept
+from whm_exporter.collect.state import Item, Kind, ListedUser, Stage, TargetState
+from whm_exporter.probe import snapshot
+
+USERS = {u: ListedUser(u) for u in ("alice", "bob", "carol")}
+POPS = {"alice": ("a1@x", "a2@x"), "bob": ("b1@x",), "carol": ("c1@x",)}
+
+
+def state_for(
+    explicit: dict[str, tuple[str, ...]] | None = None, *, learned: bool = True, **module: Any
+) -> TargetState:
+    """A target's state; ``learned``: the mailbox function is known (no one-at-a-time start)."""
+    document = {"modules": {"default": {"token": "x", **module}}}
+    config = loaded(document).config
+    state = TargetState(config.modules["default"], explicit or {})
+    if learned:
+        state.mailbox_function = MAILBOX_LIST
+    return state
+
+
+def answer(state: TargetState, item: Item[Any], value: Any, now: float) -> None:
+    if not item.in_flight:
+        state.start(item, now, urgent=False)
+    state.answered(item, value, now)
+    state.finish(item, True)
+
+
+def fail(state: TargetState, item: Item[Any], now: float) -> None:
+    state.start(item, now, urgent=False)
+    state.finish(item, False)
+
+
+def discovered(state: TargetState, now: float, pops: dict[str, tuple[str, ...]] = POPS) -> None:
+    """listaccts and every list_pops_for answered at ``now``."""
+    assert state.listaccts is not None
+    answer(state, state.listaccts, dict(USERS), now)
+    for user, addresses in pops.items():
+        answer(state, state.pops[user], addresses, now)
+
+
+def order(state: TargetState, now: float, refresh: dict[Kind, float]) -> list[tuple[str, str, str]]:
+    """Every item the schedule hands out, in order, as if each call were started at once."""
+    out = []
+    while (picked := schedule.next_item(state, now, refresh)) is not None:
+        item, _ = picked
+        state.start(item, now, urgent=False)
+        out.append((item.kind.name, item.user, item.subject))
+    return out
+
+
+def test_totals_come_first_then_discovery() -> None:
+    state = state_for()
+    state.new_epoch(0.0)
+    refresh = schedule.refresh_of(state.module)
+    item, urgent = schedule.next_item(state, 1.0, refresh) or (None, False)
+    assert item is not None
+    assert (item.kind, urgent) == (Kind.TOTALS, True)
+    state.start(item, 1.0, urgent=True)
+    item, urgent = schedule.next_item(state, 1.0, refresh) or (None, False)
+    assert item is not None
+    assert (item.kind, urgent) == (Kind.LISTACCTS, False)
+
+
+def test_first_pass_is_discovery_then_mailboxes_then_quiet_senders() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    totals = state.totals["1h"]
+    answer(state, totals, {"alice": 5}, 2.0)
+    state.new_epoch(3.0)
+    got = order(state, 4.0, schedule.refresh_of(state.module))
+    mailboxes = [k for k in got if k[0] == "MAILBOX"]
+    senders = [k for k in got if k[0] == "SENDERS"]
+    # The totals again (refresh 0s): the spam signal leads every probe.
+    assert got == [("TOTALS", "", "1h"), *mailboxes, *senders]
+    assert {m[2] for m in mailboxes} == {"a1@x", "a2@x", "b1@x", "c1@x", "alice", "bob", "carol"}
+    assert {s[1] for s in senders} == {"alice", "bob", "carol"}
+
+
+def test_hot_users_senders_rank_above_everything_never_fetched_biggest_first() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    state.new_epoch(2.0)
+    # carol at the threshold (100) counts as hot, bob above it goes first, alice is quiet.
+    answer(state, state.totals["1h"], {"alice": 99, "bob": 700, "carol": 100}, 3.0)
+    got = order(state, 4.0, schedule.refresh_of(state.module))
+    assert got[:2] == [("SENDERS", "bob", "1h"), ("SENDERS", "carol", "1h")]
+    assert got.index(("SENDERS", "alice", "1h")) > got.index(("MAILBOX", "alice", "a1@x"))
+
+
+def test_a_breakdown_newer_than_the_total_is_not_asked_first() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    answer(state, state.totals["1h"], {"bob": 700}, 2.0)
+    answer(state, state.senders[("bob", "1h")], Kept(()), 3.0)
+    state.new_epoch(4.0)
+    # The same total again: bob's breakdown (3.0) is older than this one (5.0), so it is hot.
+    answer(state, state.totals["1h"], {"bob": 700}, 5.0)
+    assert order(state, 5.0, schedule.refresh_of(state.module))[0] == ("SENDERS", "bob", "1h")
+    state2 = state_for()
+    discovered(state2, 1.0)
+    state2.new_epoch(2.0)
+    answer(state2, state2.senders[("bob", "1h")], Kept(()), 3.0)
+    answer(state2, state2.totals["1h"], {"bob": 700}, 2.5)
+    # Totals from 2.5, breakdown from 3.0: nothing older than the signal, nothing hot.
+    assert not state2.hot
+
+
+def test_without_totals_every_sender_ranks_above_discovery_and_mailboxes() -> None:
+    state = state_for(unique_recipients={"per_user_totals": False})
+    discovered(state, 1.0)
+    state.new_epoch(2.0)
+    got = order(state, 3.0, schedule.refresh_of(state.module))
+    assert [k[0] for k in got[:3]] == ["SENDERS"] * 3
+    assert all(k[0] == "MAILBOX" for k in got[3:])
+
+
+def test_failing_totals_put_the_senders_first_too() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    state.new_epoch(2.0)
+    fail(state, state.totals["1h"], 2.5)
+    picked = schedule.next_item(state, 3.0, schedule.refresh_of(state.module))
+    assert picked is not None
+    assert (picked[0].kind, picked[1]) == (Kind.SENDERS, True)
+
+
+def test_an_item_is_asked_once_between_two_probes_whatever_its_refresh() -> None:
+    state = state_for(mailboxes={"refresh": "0s"}, unique_recipients={"enabled": False})
+    discovered(state, 1.0)
+    refresh = schedule.refresh_of(state.module)
+    state.new_epoch(2.0)
+    first = order(state, 3.0, refresh)
+    assert first
+    for _kind, user, subject in first:
+        answer(state, state.mailboxes[(user, subject)], Kept(()), 3.0)
+    assert schedule.next_item(state, 50.0, refresh) is None
+    state.new_epoch(60.0)
+    assert sorted(order(state, 61.0, refresh)) == sorted(first)
+
+
+def test_an_answer_younger_than_refresh_is_not_asked_again() -> None:
+    state = state_for(unique_recipients={"enabled": False})  # mailboxes: refresh 1m
+    discovered(state, 1.0)
+    mailbox = state.mailboxes[("bob", "b1@x")]
+    answer(state, mailbox, Kept(()), 10.0)
+    refresh = schedule.refresh_of(state.module)
+    state.new_epoch(40.0)
+    assert mailbox not in {schedule.next_item(state, 40.0, refresh)}
+    assert ("MAILBOX", "bob", "b1@x") not in order(state, 40.0, refresh)
+    state.new_epoch(71.0)
+    assert ("MAILBOX", "bob", "b1@x") in order(state, 71.0, refresh)
+
+
+def test_everything_else_goes_oldest_first_across_functions() -> None:
+    state = state_for(mailboxes={"refresh": "0s"}, discovery={"refresh": "0s"})
+    discovered(state, 1.0)
+    answer(state, state.totals["1h"], {}, 1.0)
+    # Lanes keep the order in which calls ended: answers here end in a mixed order of kinds.
+    items = [*state.mailboxes.values(), *state.senders.values()]
+    for t, item in enumerate(sorted(items, key=lambda i: (i.subject, i.user))):
+        answer(state, item, Kept(()), 10.0 + t)
+    state.new_epoch(200.0)
+    got = order(state, 200.0, schedule.refresh_of(state.module))
+    assert got[0] == ("TOTALS", "", "1h")
+    # Discovery answered at 1.0 is the oldest, then everything by the age of its answer.
+    ages = {
+        (i.kind.name, i.user, i.subject): i.answered_at
+        for i in [*state.pops.values(), *state.mailboxes.values(), *state.senders.values()]
+    }
+    ages[("LISTACCTS", "", "")] = 1.0
+    rest = got[1:]
+    assert [ages[k] for k in rest] == sorted(ages[k] for k in rest)
+
+
+def test_failed_items_are_retried_after_new_ones_and_once_per_probe() -> None:
+    state = state_for(unique_recipients={"enabled": False})
+    discovered(state, 1.0)
+    refresh = schedule.refresh_of(state.module)
+    state.new_epoch(2.0)
+    broken = state.mailboxes[("alice", "a1@x")]
+    fail(state, broken, 2.0)
+    assert broken.lane is state.lanes[(Kind.MAILBOX, Stage.FAILED)]
+    assert ("MAILBOX", "alice", "a1@x") not in order(state, 3.0, refresh)
+    state2 = state_for(unique_recipients={"enabled": False})
+    discovered(state2, 1.0)
+    fail(state2, state2.mailboxes[("alice", "a1@x")], 1.5)
+    state2.new_epoch(2.0)
+    assert order(state2, 3.0, refresh)[-1] == ("MAILBOX", "alice", "a1@x")
+
+
+def test_one_mailbox_call_at_a_time_until_the_function_is_known() -> None:
+    state = state_for(unique_recipients={"enabled": False}, learned=False)
+    discovered(state, 1.0)
+    state.new_epoch(2.0)
+    refresh = schedule.refresh_of(state.module)
+    assert [k[0] for k in order(state, 3.0, refresh)] == ["MAILBOX"]
+    learned = state_for(unique_recipients={"enabled": False})
+    learned.mailbox_function = "get_mailbox_status"
+    discovered(learned, 1.0)
+    learned.new_epoch(2.0)
+    assert len(order(learned, 3.0, refresh)) == 7
+
+
+def test_a_probe_answers_when_the_spam_signal_is_fresh_and_the_rest_cannot_fit() -> None:
+    state = state_for(unique_recipients={"priority_threshold": 100})
+    discovered(state, 1.0)
+    refresh = schedule.refresh_of(state.module)
+    state.new_epoch(10.0)
+    answer_now = schedule.answer_now
+    # Totals not asked yet: never, however little time is left.
+    assert not answer_now(state, 10.0, 10.0, refresh, call_seconds=0.1, concurrency=8)
+    answer(state, state.totals["1h"], {"bob": 500}, 10.5)
+    # bob is hot and his breakdown not yet asked.
+    assert not answer_now(state, 10.5, 10.6, refresh, call_seconds=0.1, concurrency=8)
+    answer(state, state.senders[("bob", "1h")], Kept(()), 10.6)
+    # 9 items left (7 mailboxes, 2 quiet senders): at 0.1 s a call, 8 at once, 1 s fits them...
+    assert not answer_now(state, 10.6, 11.6, refresh, call_seconds=0.1, concurrency=8)
+    # ...0.1 s does not: answer now, the collection goes on after.
+    assert answer_now(state, 10.6, 10.7, refresh, call_seconds=0.1, concurrency=8)
+    # Nothing measured: wait for everything.
+    assert not answer_now(state, 10.6, 10.7, refresh, call_seconds=None, concurrency=8)
+    order(state, 10.7, refresh)  # every item started...
+    assert not answer_now(state, 10.7, 99.0, refresh, call_seconds=0.1, concurrency=8)
+    for item in [*state.mailboxes.values(), *state.senders.values()]:
+        if item.in_flight:
+            state.answered(item, Kept(()), 10.8)
+            state.finish(item, True)
+    # ...and answered: done.
+    assert answer_now(state, 10.8, 99.0, refresh, call_seconds=None, concurrency=8)
+
+
+def test_count_eligible_stops_at_its_limit() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    state.new_epoch(2.0)
+    refresh = schedule.refresh_of(state.module)
+    everything = schedule.count_eligible(state, 2.0, refresh, 10_000)
+    assert everything == 1 + 7 + 3  # totals, mailboxes, senders
+    assert schedule.count_eligible(state, 2.0, refresh, 4) == 4
+
+
+def test_users_and_addresses_gone_from_discovery_are_dropped_with_their_items() -> None:
+    state = state_for(explicit={"dave": ("d@x",)})
+    discovered(state, 1.0)
+    assert ("alice", "a2@x") in state.mailboxes
+    in_flight = state.mailboxes[("alice", "a1@x")]
+    state.start(in_flight, 2.0, urgent=False)
+    answer(state, state.pops["alice"], ("a2@x",), 3.0)
+    assert ("alice", "a1@x") not in state.mailboxes
+    # The call in flight for the dropped address lands nowhere.
+    state.answered(in_flight, Kept(()), 4.0)
+    state.finish(in_flight, True)
+    assert in_flight.lane is None
+    assert in_flight.answer is None
+    assert state.listaccts is not None
+    answer(state, state.listaccts, {"alice": USERS["alice"]}, 5.0)
+    assert set(state.accounts) == {"alice", "dave"}
+    assert {k[0] for k in state.mailboxes} == {"alice", "dave"}
+    assert {k[0] for k in state.senders} == {"alice", "dave"}
+    assert all(item.lane is not None for item in state.mailboxes.values())
+
+
+def test_listaccts_filters_suspended_and_excluded_users() -> None:
+    state = state_for(discovery={"exclude_users": ["bob"]})
+    assert state.listaccts is not None
+    users = {**USERS, "eve": ListedUser("eve", suspended=True)}
+    answer(state, state.listaccts, users, 1.0)
+    assert set(state.accounts) == {"alice", "carol"}
+    # Main mailboxes are known at once; the addresses when list_pops_for answers.
+    assert set(state.mailboxes) == {("alice", "alice"), ("carol", "carol")}
+
+
+def test_snapshot_serves_kept_answers_until_max_age_and_counts_items() -> None:
+    state = state_for(mailboxes={"max_age": "10m"}, unique_recipients={"enabled": False})
+    discovered(state, 0.0)
+    state.new_epoch(0.0)
+    for item in state.mailboxes.values():
+        answer(state, item, Kept(()), 100.0 if item.user == "alice" else 10.0)
+    state.new_epoch(200.0)
+    mailbox_items = state.mailboxes.values()
+    # Answered since the previous probe (at 0.0): fresh.
+    first = snapshot("t", state, 300.0, 0.1, 10.0, pending=False)
+    assert first.items[("get_mailbox_status_list", "fresh")] == len(mailbox_items)
+    assert first.data_age["get_mailbox_status_list"] == 290.0
+    assert not state.slow_warned
+    state.new_epoch(650.0)
+    later = snapshot("t", state, 650.0, 0.1, 10.0, pending=False)
+    alice = sum(1 for i in mailbox_items if i.user == "alice")
+    # Answers from 10.0 are 640 s old at 650: past max_age (600 s), no longer served.
+    assert later.items[("get_mailbox_status_list", "missing")] == len(mailbox_items) - alice
+    assert later.items[("get_mailbox_status_list", "kept")] == alice
+    assert later.items[("get_mailbox_status_list", "fresh")] == 0
+    assert later.data_age["get_mailbox_status_list"] == 550.0
+    assert state.slow_warned

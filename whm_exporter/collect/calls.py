@@ -1,0 +1,130 @@
+"""What each kind of item asks WHM, and what is kept of the answer.
+
+A :class:`Call` names the function and its parameters; its ``keep`` parses the decoded body,
+applies the module's filters and limits, and stores the result in the state. Parsing errors
+leave as :class:`WHMError` (reason ``protocol``): the runner records them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from whm_exporter.collect.state import Item, Kind, ListedUser, TargetState
+from whm_exporter.limits import selected, top_senders
+from whm_exporter.snapshot import MailboxSample, SenderSample
+from whm_exporter.whm import parse
+from whm_exporter.whm.errors import WHMError
+
+MAILBOX_LIST = "get_mailbox_status_list"
+MAILBOX_OBJECT = "get_mailbox_status"
+_MAILBOX_PARSERS: dict[str, Callable[[Any], list[parse.Folder]]] = {
+    MAILBOX_LIST: parse.mailbox_status_list,
+    MAILBOX_OBJECT: parse.mailbox_status,
+}
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Kept(Generic[R]):
+    """What an answer leaves after filters and limits, and how many series they left out."""
+
+    records: tuple[R, ...]
+    dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    function: str
+    # What the debug page and the log name: an address, "user window", or nothing.
+    subject: str
+    params: Mapping[str, str | int]
+    keep: Callable[[Any, float], None]
+
+
+def time_range(state: TargetState, window: str, wall: float) -> dict[str, str | int]:
+    """``start_time``/``end_time`` for a window. WHM refuses an ``end_time`` ahead of its own
+    clock (get_unique_recipient_count_per_sender_for_user: "The end_time parameter cannot be
+    greater than the current time"): stay ``end_time_lag`` behind ours."""
+    cfg = state.module.unique_recipients
+    seconds = next(w.seconds for w in cfg.windows if w.label == window)
+    end = int(wall - cfg.end_time_lag)
+    return {"start_time": end - int(seconds), "end_time": end}
+
+
+def plan(item: Item[Any], state: TargetState, wall: float) -> Call:
+    """The call that answers ``item`` now (``wall``: the time of day, for windows)."""
+    match item.kind:
+        case Kind.LISTACCTS:
+            return Call(
+                "listaccts", "", {"want": "user,suspended"}, lambda b, now: _listed(state, b, now)
+            )
+        case Kind.POPS:
+            return Call(
+                "list_pops_for",
+                item.user,
+                {"user": item.user},
+                lambda b, now: state.answered(item, tuple(sorted(parse.pops(b))), now),
+            )
+        case Kind.TOTALS:
+            return Call(
+                "get_unique_sender_recipient_count_per_user",
+                item.subject,
+                time_range(state, item.subject, wall),
+                lambda b, now: state.answered(
+                    item, {t.user: t.count for t in parse.user_totals(b)}, now
+                ),
+            )
+        case Kind.SENDERS:
+            return Call(
+                "get_unique_recipient_count_per_sender_for_user",
+                f"{item.user} {item.subject}",
+                {"user": item.user, **time_range(state, item.subject, wall)},
+                lambda b, now: _senders(state, item, b, now),
+            )
+        case Kind.MAILBOX:
+            function = state.mailbox_function or MAILBOX_LIST
+            return Call(
+                function,
+                item.subject,
+                {"account": item.subject},
+                lambda b, now: _mailbox(state, item, function, b, now),
+            )
+    raise AssertionError(f"no call for {item.kind}")
+
+
+def fallback(state: TargetState, call: Call, err: WHMError) -> bool:
+    """Learn from a server that lacks the mailbox list form (``function: auto``): the object
+    form from now on, for this target. True when the call should be made again."""
+    auto = state.module.mailboxes.function == "auto"
+    if auto and err.unknown_function and call.function == MAILBOX_LIST:
+        state.mailbox_function = MAILBOX_OBJECT
+        return True
+    return False
+
+
+def _listed(state: TargetState, body: object, now: float) -> None:
+    users = {a.user: ListedUser(a.user, a.suspended) for a in parse.accounts(body)}
+    assert state.listaccts is not None
+    state.answered(state.listaccts, users, now)
+
+
+def _senders(state: TargetState, item: Item[Any], body: object, now: float) -> None:
+    cfg = state.module.unique_recipients
+    kept, dropped = top_senders(parse.sender_counts(body), cfg.min_count, cfg.max_senders_per_user)
+    records = tuple(SenderSample(item.user, c.sender, item.subject, c.count) for c in kept)
+    state.answered(item, Kept(records, dropped), now)
+
+
+def _mailbox(state: TargetState, item: Item[Any], function: str, body: object, now: float) -> None:
+    cfg = state.module.mailboxes
+    folders = _MAILBOX_PARSERS[function](body)
+    # The answer proves the server has this function: keep using it.
+    state.mailbox_function = function
+    kept = [
+        MailboxSample(item.user, item.subject, f.name, f.messages, f.vsize)
+        for f in folders
+        if selected(f.name, cfg.include_folders, cfg.exclude_folders)
+    ]
+    state.answered(item, Kept(tuple(kept), len(folders) - len(kept)), now)

@@ -1,0 +1,246 @@
+"""The collection of one target: calls in priority order under the server's bound, going on
+between scrapes while someone scrapes, and the probes that wait on it.
+
+A probe *arrives* (a new round begins unless another probe is still waiting: then it joins) and
+*waits* until the schedule says it may answer, or until its own deadline. The calls go on after
+it answered, until every item has been asked since the probe arrived, and stop taking new work
+when no probe has come for twice the observed scrape interval (at most ``MAX_IDLE``): WHM is
+only loaded while someone is looking. A deadline never cuts a call; it lands in the state.
+Nothing raised inside one call escapes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from whm_exporter.collect import calls, schedule
+from whm_exporter.collect.state import Item, TargetState
+from whm_exporter.snapshot import CallRecord
+from whm_exporter.whm.client import WHMClient
+from whm_exporter.whm.errors import WHMError
+
+log = logging.getLogger("whm_exporter.collect")
+
+MAX_IDLE = 600.0
+# Outcomes that prove WHM answered and accepted the credentials (whm_up).
+ANSWERED = frozenset({"success", "api", "role_disabled"})
+# Weight of the newest call in the mean call time that predicts what fits before a deadline.
+_SMOOTHING = 0.05
+
+
+class Bound(asyncio.Semaphore):
+    """The most WHM calls that may be in flight toward one server."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+class Collection:
+    def __init__(
+        self,
+        name: str,
+        state: TargetState,
+        bound: Bound,
+        client: Callable[[], WHMClient],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.state = state
+        self.bound = bound
+        self.refresh = schedule.refresh_of(state.module)
+        self._client = client
+        self._clock = clock
+        self._wall = wall
+        self._loop_task: asyncio.Task[None] | None = None
+        self._calls: set[asyncio.Task[None]] = set()
+        # Calls of this collection not yet over (the set above lags: done callbacks run later).
+        self._active = 0
+        self._waiters: set[asyncio.Event] = set()
+        self._wake = asyncio.Event()
+        self._last_arrival = clock()
+        self._stopped = False
+        # Replaced by a reload: works on for the probes already waiting, then takes no more.
+        self._retiring = False
+        # Mean seconds per call, once one finished.
+        self.call_seconds: float | None = None
+
+    # --- probes ----------------------------------------------------------------------------
+
+    def arrive(self) -> None:
+        """A probe came: a new round (unless it joins a waiting one) and the loop running."""
+        now = self._clock()
+        self._last_arrival = now
+        if not self._waiters:
+            self.state.new_epoch(now)
+        if not self._stopped and (self._loop_task is None or self._loop_task.done()):
+            self._loop_task = asyncio.get_running_loop().create_task(self._run())
+        self._wake.set()
+
+    async def wait(self, deadline: float) -> bool:
+        """Until the probe may answer or ``deadline`` (this clock); True when it answers with
+        work still pending."""
+        event = asyncio.Event()
+        self._waiters.add(event)
+        try:
+            while not self._ready(deadline):
+                event.clear()
+                try:
+                    async with asyncio.timeout(max(0.0, deadline - self._clock())):
+                        await event.wait()
+                except TimeoutError:
+                    break
+        finally:
+            self._waiters.discard(event)
+            if self._retiring:
+                self._wake.set()
+        return self.pending()
+
+    def _ready(self, deadline: float) -> bool:
+        if self._stopped:
+            # Answer once the cancelled calls have been counted.
+            return not self._active
+        return schedule.answer_now(
+            self.state,
+            self._clock(),
+            deadline,
+            self.refresh,
+            call_seconds=self.call_seconds,
+            concurrency=self.bound.size,
+        )
+
+    def pending(self) -> bool:
+        """Whether calls are in flight or items may still be asked in this round."""
+        in_flight = any(self.state.in_flight.values())
+        return in_flight or schedule.count_eligible(self.state, self._clock(), self.refresh, 1) > 0
+
+    def _changed(self) -> None:
+        self._wake.set()
+        for event in self._waiters:
+            event.set()
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def _idle(self, now: float) -> bool:
+        """Whether to take no new work: stopped, or nobody is looking (no probe waits, and
+        none came for twice the scrape interval)."""
+        if self._stopped:
+            return True
+        if self._waiters:
+            return False
+        interval = self.state.interval
+        limit = min(2 * interval, MAX_IDLE) if interval else MAX_IDLE
+        return self._retiring or now - self._last_arrival > limit
+
+    async def _run(self) -> None:
+        while True:
+            await self.bound.acquire()
+            now = self._clock()
+            picked = None if self._idle(now) else schedule.next_item(self.state, now, self.refresh)
+            if picked is None:
+                self.bound.release()
+                if not self._active:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            item, urgent = picked
+            self.state.start(item, now, urgent=urgent)
+            self._active += 1
+            task = asyncio.get_running_loop().create_task(self._call(item))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
+
+    async def _call(self, item: Item[Any]) -> None:
+        ok = abandoned = False
+        try:
+            ok = await self._ask(item)
+        except asyncio.CancelledError:
+            abandoned = True
+            raise
+        finally:
+            self._active -= 1
+            self.bound.release()
+            self.state.finish(item, ok, abandoned=abandoned)
+            self._changed()
+
+    async def _ask(self, item: Item[Any]) -> bool:
+        call = calls.plan(item, self.state, self._wall())
+        while True:
+            started = self._clock()
+            try:
+                body = await self._client().call(call.function, call.params)
+                call.keep(body, self._clock())
+            except asyncio.CancelledError:
+                self.state.abandon(call.function)
+                self._record(call, started, "abandoned", "the collection was stopped")
+                raise
+            except WHMError as err:
+                self._record(call, started, err.reason, err.detail)
+                if calls.fallback(self.state, call, err):
+                    call = calls.plan(item, self.state, self._wall())
+                    continue
+                return False
+            except Exception as err:
+                # A bug or an answer nobody foresaw costs this one item, never its siblings.
+                log.exception("WHM call failed unexpectedly", extra={"target": self.name})
+                self._record(call, started, "protocol", f"unexpected {type(err).__name__}")
+                return False
+            self._record(call, started, "success")
+            return True
+
+    def _record(self, call: calls.Call, started: float, outcome: str, detail: str = "") -> None:
+        seconds = self._clock() - started
+        if outcome == "abandoned":
+            self.state.tally.log.append(CallRecord(call.function, call.subject, seconds, outcome))
+            return
+        self.call_seconds = (
+            seconds
+            if self.call_seconds is None
+            else self.call_seconds + _SMOOTHING * (seconds - self.call_seconds)
+        )
+        first = (call.function, outcome) not in self.state.tally.errors
+        self.state.record(
+            CallRecord(call.function, call.subject, seconds, outcome, detail),
+            answered=outcome in ANSWERED,
+        )
+        if outcome != "success":
+            # One warning per function and reason per probe; the rest are for the debug page.
+            log.log(
+                logging.WARNING if first else logging.DEBUG,
+                "WHM call failed",
+                extra={
+                    "target": self.name,
+                    "function": call.function,
+                    "subject": call.subject,
+                    "reason": outcome,
+                    "detail": detail,
+                },
+            )
+
+    async def settled(self) -> None:
+        """Until the collection has nothing left to do in this round (or has stopped)."""
+        while self._loop_task is not None and not self._loop_task.done():
+            await asyncio.wait({self._loop_task})
+
+    # --- stopping --------------------------------------------------------------------------
+
+    def retire(self) -> None:
+        """Finish for the probes waiting now; take no new work once they have answered."""
+        self._retiring = True
+        self._wake.set()
+
+    def cancel(self) -> None:
+        """No new calls, those in flight cancelled (and counted as abandoned); waiting probes
+        answer with what there is."""
+        self._stopped = True
+        for task in (self._loop_task, *self._calls):
+            if task is not None:
+                task.cancel()
+        self._changed()

@@ -1,0 +1,163 @@
+"""Which call comes next, and when a probe may answer: pure functions of a target's state and the
+time (no I/O, no clock of their own), so the order is tested with a fake clock.
+
+Priority, highest first:
+
+a. the server-wide answers: per-user totals (and mail flow), one call each;
+b. the senders of hot users, when older than the answer that made them hot (exact: a user's
+   total is never below any one of its senders' counts, so no spammer hides below it);
+c. items never answered: discovery, then mailboxes, then the senders of quiet users;
+d. everything else, oldest first.
+
+Without usable per-user totals (disabled, role-disabled, failing) every user's senders rank right
+after ``listaccts``: nothing else shows the spam signal. An item is asked at most once between two
+probes (``epoch_start``), and not again while younger than its function's ``refresh``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from whm_exporter.collect.state import Item, Kind, Lane, Stage, TargetState
+from whm_exporter.config import ModuleConfig
+
+Refresh = Mapping[Kind, float]
+# The lanes items never answered wait in, in the order of tier (c).
+_FIRST_TIME = (Kind.LISTACCTS, Kind.POPS, Kind.MAILBOX, Kind.SENDERS)
+_RETRY = (Stage.NEW, Stage.FAILED)
+
+
+def refresh_of(module: ModuleConfig) -> dict[Kind, float]:
+    discovery = module.discovery.refresh
+    recipients = module.unique_recipients.refresh
+    return {
+        Kind.LISTACCTS: discovery,
+        Kind.POPS: discovery,
+        Kind.MAILBOX: module.mailboxes.refresh,
+        Kind.SENDERS: recipients,
+        Kind.TOTALS: recipients,
+        Kind.MAIL_FLOW: recipients,
+    }
+
+
+def eligible(item: Item[Any], now: float, epoch: float, refresh: Refresh) -> bool:
+    """Not in flight, not asked since the current probe arrived, and (when it has an answer)
+    not asked within its refresh."""
+    if item.in_flight or item.attempted_at >= epoch:
+        return False
+    return item.answer is None or now - item.attempted_at >= refresh[item.kind]
+
+
+def totals_usable(state: TargetState) -> bool:
+    """Whether the per-user totals show the spam signal: every window's last call succeeded."""
+    return bool(state.totals) and all(t.last_ok for t in state.totals.values())
+
+
+def _head(lane: Lane, now: float, epoch: float, refresh: Refresh) -> Item[Any] | None:
+    # A lane is ordered by last attempt, so if its head may not go, nothing behind it may.
+    head = lane.head()
+    return head if head is not None and eligible(head, now, epoch, refresh) else None
+
+
+def _oldest(lanes: Iterable[Lane], now: float, epoch: float, refresh: Refresh) -> Item[Any] | None:
+    heads = [h for lane in lanes if (h := _head(lane, now, epoch, refresh)) is not None]
+    return min(heads, key=lambda h: h.attempted_at, default=None)
+
+
+def _first(
+    items: Iterable[Item[Any]], now: float, epoch: float, refresh: Refresh
+) -> Item[Any] | None:
+    return next((i for i in items if eligible(i, now, epoch, refresh)), None)
+
+
+def next_item(state: TargetState, now: float, refresh: Refresh) -> tuple[Item[Any], bool] | None:
+    """The item to ask about next and whether it carries the spam signal; None when nothing
+    may be asked now."""
+    epoch = state.epoch_start
+    urgent = _first(state.server_wide, now, epoch, refresh) or _first(
+        state.hot, now, epoch, refresh
+    )
+    if urgent is not None:
+        return urgent, True
+    lanes = state.lanes
+
+    def first_time(kind: Kind) -> Item[Any] | None:
+        for stage in _RETRY:
+            found = _head(lanes[(kind, stage)], now, epoch, refresh)
+            if found is not None:
+                return found
+        return None
+
+    kinds = list(_FIRST_TIME)
+    if state.mailbox_function is None and state.in_flight[Kind.MAILBOX]:
+        # `function: auto` asks one account first: a server without the list form then costs
+        # one failed call, not one per account.
+        kinds.remove(Kind.MAILBOX)
+    if not totals_usable(state):
+        # Right after the user list: the senders are all there is of the spam signal.
+        kinds.remove(Kind.SENDERS)
+        found = first_time(Kind.LISTACCTS) or first_time(Kind.SENDERS)
+        found = found or _head(lanes[(Kind.SENDERS, Stage.KEPT)], now, epoch, refresh)
+        if found is not None:
+            return found, found.kind is Kind.SENDERS
+    for kind in kinds:
+        if (found := first_time(kind)) is not None:
+            return found, False
+    found = _oldest((lanes[(k, Stage.KEPT)] for k in kinds), now, epoch, refresh)
+    return (found, False) if found is not None else None
+
+
+def count_eligible(state: TargetState, now: float, refresh: Refresh, limit: int) -> int:
+    """How many items may be asked now, counted up to ``limit``."""
+    epoch = state.epoch_start
+    count = sum(1 for i in state.server_wide if eligible(i, now, epoch, refresh))
+    for (_, stage), lane in state.lanes.items():
+        if count >= limit:
+            break
+        if stage is Stage.NEW:
+            count += len(lane)
+            continue
+        for item in lane:
+            if count >= limit or not eligible(item, now, epoch, refresh):
+                break
+            count += 1
+    return min(count, limit)
+
+
+def spam_signal_fresh(state: TargetState, now: float, refresh: Refresh) -> bool:
+    """Whether every call that shows the spam signal was made since the probe arrived (or may
+    not be made again yet)."""
+    epoch = state.epoch_start
+    if state.urgent_in_flight:
+        return False
+    if _first(state.server_wide, now, epoch, refresh) or _first(state.hot, now, epoch, refresh):
+        return False
+    if totals_usable(state):
+        return True
+    return not any(
+        _head(state.lanes[(Kind.SENDERS, stage)], now, epoch, refresh) for stage in Stage
+    )
+
+
+def answer_now(
+    state: TargetState,
+    now: float,
+    deadline: float,
+    refresh: Refresh,
+    *,
+    call_seconds: float | None,
+    concurrency: int,
+) -> bool:
+    """A probe answers once the spam signal is fresh and the rest is done or cannot be done
+    before its deadline anyway (estimated from the mean call time at full concurrency)."""
+    if not spam_signal_fresh(state, now, refresh):
+        return False
+    in_flight = sum(state.in_flight.values())
+    if call_seconds is None:
+        # Nothing measured yet: wait for everything (or the deadline).
+        return in_flight == 0 and count_eligible(state, now, refresh, 1) == 0
+    capacity = max(0.0, deadline - now) / call_seconds * concurrency
+    pending = in_flight + count_eligible(state, now, refresh, math.floor(capacity) + 1)
+    return pending == 0 or pending > capacity

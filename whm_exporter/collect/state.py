@@ -1,0 +1,328 @@
+"""What one target has learned, kept across scrapes: its users and addresses, and for every item
+(the server's per-user totals, a user's senders per window, an address's mailboxes, a user's
+address list) the last good answer and when it came.
+
+Pure bookkeeping: no I/O and no clock of its own (every method is told ``now``). Items wait for
+their next call in lanes, one per kind and stage, each in the order its items were last tried,
+so the scheduler finds the most deserving item of a lane at its head.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from whm_exporter.config import ModuleConfig
+from whm_exporter.limits import selected
+from whm_exporter.snapshot import CallRecord
+
+A = TypeVar("A")
+# The debug page shows the calls since the previous probe; a stalled Prometheus must not make
+# that list grow without end.
+LOG_LIMIT = 10_000
+
+
+class Kind(enum.Enum):
+    """A kind of item, named after the WHM function that answers it."""
+
+    LISTACCTS = "listaccts"
+    POPS = "list_pops_for"
+    TOTALS = "get_unique_sender_recipient_count_per_user"
+    MAIL_FLOW = "emailtrack_user_stats"
+    SENDERS = "get_unique_recipient_count_per_sender_for_user"
+    # get_mailbox_status_list or get_mailbox_status: which one is learned per target.
+    MAILBOX = "mailbox"
+
+
+# One call answers for the whole server: the spam signal's first line.
+SERVER_WIDE = (Kind.TOTALS, Kind.MAIL_FLOW)
+
+
+class Stage(enum.Enum):
+    NEW = "never tried"
+    FAILED = "tried, never answered"
+    KEPT = "answered"
+
+
+@dataclass(eq=False, slots=True)
+class Item(Generic[A]):
+    """One thing WHM is asked about. ``subject`` is the address (mailboxes), the window label
+    (senders, totals, mail flow) or empty."""
+
+    kind: Kind
+    user: str = ""
+    subject: str = ""
+    answer: A | None = None
+    answered_at: float = -math.inf
+    attempted_at: float = -math.inf
+    # attempted_at before the call in flight: restored when that call is abandoned.
+    asked_before: float = -math.inf
+    # Whether the last call for it succeeded.
+    last_ok: bool = False
+    in_flight: bool = False
+    # Started because it carried the spam signal (server-wide, hot, or senders without totals).
+    urgent: bool = False
+    # Dropped from the inventory while its call was in flight: the answer is thrown away.
+    gone: bool = False
+    lane: Lane | None = None
+
+
+class Lane:
+    """Items in the order they were last tried (items never tried keep their arrival order)."""
+
+    __slots__ = ("_items", "stage")
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+        self._items: OrderedDict[Item[Any], None] = OrderedDict()
+
+    def append(self, item: Item[Any]) -> None:
+        self._items[item] = None
+        item.lane = self
+
+    def remove(self, item: Item[Any]) -> None:
+        del self._items[item]
+        item.lane = None
+
+    def __iter__(self) -> Iterator[Item[Any]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def head(self) -> Item[Any] | None:
+        return next(iter(self._items), None)
+
+
+@dataclass(frozen=True, slots=True)
+class ListedUser:
+    """A cPanel user as listaccts gives it, with what cPanel already did to its outgoing mail."""
+
+    user: str
+    suspended: bool = False
+    outgoing_held: bool = False
+    outgoing_suspended: bool = False
+
+
+@dataclass(slots=True)
+class Tally:
+    """What happened since the previous probe answered: taken (and reset) by each probe."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    errors: Counter[tuple[str, str]] = field(default_factory=Counter)
+    abandoned: Counter[str] = field(default_factory=Counter)
+    log: deque[CallRecord] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
+    # None while no call finished: whm_up then repeats what the previous probe said.
+    answered: bool | None = None
+
+
+class TargetState:
+    """The inventory and every item of one target, and the lanes its items wait in."""
+
+    def __init__(self, module: ModuleConfig, explicit: Mapping[str, tuple[str, ...]]) -> None:
+        self.module = module
+        self.explicit = explicit
+        self.lanes: dict[tuple[Kind, Stage], Lane] = {
+            (kind, stage): Lane(stage) for kind in Kind for stage in Stage
+        }
+        # Senders whose user the last totals or mail flow showed at or above its threshold,
+        # biggest first; each is also in its own lane.
+        self.hot: OrderedDict[Item[Any], None] = OrderedDict()
+        self.server_wide: list[Item[Any]] = []
+        self.listaccts: Item[dict[str, ListedUser]] | None = None
+        self.pops: dict[str, Item[tuple[str, ...]]] = {}
+        self.totals: dict[str, Item[dict[str, int]]] = {}
+        self.mail_flow: dict[str, Item[Any]] = {}
+        self.senders: dict[tuple[str, str], Item[Any]] = {}
+        self.mailboxes: dict[tuple[str, str], Item[Any]] = {}
+        # The users scraped and their accounts (explicit, discovered, main mailbox).
+        self.accounts: dict[str, tuple[str, ...]] = {}
+        self.mailbox_function: str | None = None
+        self.in_flight: Counter[Kind] = Counter()
+        self.urgent_in_flight = 0
+        self.epoch_start = -math.inf
+        # When the previous probe was served: answers since then are fresh.
+        self.last_served = -math.inf
+        self.interval: float | None = None
+        self.tally = Tally()
+        self.up = False
+        # Whether the log said that answers expire before the collection comes back to them.
+        self.slow_warned = False
+        self._build()
+
+    # --- the inventory -------------------------------------------------------------------
+
+    def _build(self) -> None:
+        m = self.module
+        recipients = m.unique_recipients
+        if recipients.enabled and recipients.per_user_totals:
+            # Server-wide items wait in no lane: the scheduler looks at each of them first.
+            for window in recipients.windows:
+                self.totals[window.label] = Item(Kind.TOTALS, "", window.label)
+        self.server_wide = list(self.totals.values())
+        if m.discovery.enabled:
+            self.listaccts = self._new(Kind.LISTACCTS)
+        for user in self.explicit:
+            self._sync_user(user)
+
+    def _new(self, kind: Kind, user: str = "", subject: str = "") -> Item[Any]:
+        item: Item[Any] = Item(kind, user, subject)
+        self.lanes[(kind, Stage.NEW)].append(item)
+        return item
+
+    def _listed(self, item: Item[dict[str, ListedUser]], users: dict[str, ListedUser]) -> None:
+        """A good listaccts answer: keep the users to scrape (filters and suspension applied),
+        and give new users their items and gone users' items up."""
+        cfg = self.module.discovery
+        kept = {
+            name: u
+            for name, u in users.items()
+            if selected(name, cfg.include_users, cfg.exclude_users)
+            and not (cfg.skip_suspended and u.suspended)
+        }
+        before = item.answer or {}
+        item.answer = kept
+        for user in sorted(kept.keys() - before.keys()):
+            self.pops[user] = self._new(Kind.POPS, user, user)
+            self._sync_user(user)
+        for user in before.keys() - kept.keys():
+            self._drop(self.pops.pop(user))
+            if user in self.explicit:
+                self._sync_user(user)
+            else:
+                self._drop_user(user)
+
+    def _wanted_accounts(self, user: str) -> tuple[str, ...]:
+        cfg = self.module.discovery
+        found: list[str] = []
+        if user in self.pops:
+            found = [*(self.pops[user].answer or ())]
+            if cfg.main_account:
+                found.append(user)
+        discovered = {a for a in found if selected(a, cfg.include_accounts, cfg.exclude_accounts)}
+        return tuple(sorted(discovered.union(self.explicit.get(user, ()))))
+
+    def _sync_user(self, user: str) -> None:
+        """Create the items a user needs and drop those it no longer has."""
+        before = self.accounts.get(user, ())
+        accounts = self._wanted_accounts(user)
+        self.accounts[user] = accounts
+        if self.module.mailboxes.enabled:
+            for account in accounts:
+                if (user, account) not in self.mailboxes:
+                    self.mailboxes[(user, account)] = self._new(Kind.MAILBOX, user, account)
+            for account in set(before).difference(accounts):
+                self._drop(self.mailboxes.pop((user, account)))
+        recipients = self.module.unique_recipients
+        if recipients.enabled:
+            for window in recipients.windows:
+                if (user, window.label) not in self.senders:
+                    self.senders[(user, window.label)] = self._new(Kind.SENDERS, user, window.label)
+
+    def _drop_user(self, user: str) -> None:
+        for account in self.accounts.pop(user, ()):
+            if (item := self.mailboxes.pop((user, account), None)) is not None:
+                self._drop(item)
+        for window in self.module.unique_recipients.windows:
+            if (item := self.senders.pop((user, window.label), None)) is not None:
+                self._drop(item)
+
+    def _drop(self, item: Item[Any]) -> None:
+        if item.lane is not None:
+            item.lane.remove(item)
+        self.hot.pop(item, None)
+        item.gone = True
+
+    # --- calls -----------------------------------------------------------------------------
+
+    def start(self, item: Item[Any], now: float, *, urgent: bool) -> None:
+        """``item``'s call begins: it leaves its lanes until it is answered or fails."""
+        if item.lane is not None:
+            item.lane.remove(item)
+        self.hot.pop(item, None)
+        item.in_flight = True
+        item.urgent = urgent
+        item.asked_before = item.attempted_at
+        item.attempted_at = now
+        self.in_flight[item.kind] += 1
+        if urgent:
+            self.urgent_in_flight += 1
+
+    def answered(self, item: Item[Any], answer: Any, now: float) -> None:
+        """A good answer for ``item``, already parsed and filtered; what it changes follows."""
+        item.answered_at = now
+        if item.gone:
+            return
+        if item.kind is Kind.LISTACCTS:
+            self._listed(item, answer)
+            return
+        item.answer = answer
+        if item.kind is Kind.POPS:
+            self._sync_user(item.user)
+        elif item.kind is Kind.TOTALS:
+            threshold = self.module.unique_recipients.priority_threshold
+            self.heat(answer, threshold, [item.subject], now)
+
+    def finish(self, item: Item[Any], ok: bool, *, abandoned: bool = False) -> None:
+        """``item``'s call is over (answered, failed or abandoned): back into a lane. An
+        abandoned call asked nothing: the item is as it was before."""
+        item.in_flight = False
+        self.in_flight[item.kind] -= 1
+        if abandoned:
+            item.attempted_at = item.asked_before
+        else:
+            item.last_ok = ok
+        if item.urgent:
+            self.urgent_in_flight -= 1
+            item.urgent = False
+        if item.gone or item.kind in SERVER_WIDE:
+            return
+        if item.answer is not None:
+            stage = Stage.KEPT
+        else:
+            stage = Stage.NEW if item.attempted_at == -math.inf else Stage.FAILED
+        self.lanes[(item.kind, stage)].append(item)
+
+    def heat(
+        self, counts: Mapping[str, int], threshold: int, windows: list[str], at: float
+    ) -> None:
+        """Users at or above ``threshold`` in a server-wide answer: their senders for
+        ``windows`` go first when older than that answer, biggest first."""
+        for user, count in sorted(counts.items(), key=lambda uc: (-uc[1], uc[0])):
+            if count < threshold:
+                break
+            for window in windows:
+                item = self.senders.get((user, window))
+                if item is not None and not item.in_flight and item.answered_at < at:
+                    self.hot[item] = None
+
+    def record(self, call: CallRecord, *, answered: bool) -> None:
+        tally = self.tally
+        tally.calls[call.function] += 1
+        tally.log.append(call)
+        if call.outcome != "success":
+            tally.errors[(call.function, call.outcome)] += 1
+        tally.answered = bool(tally.answered) or answered
+
+    def abandon(self, function: str) -> None:
+        self.tally.abandoned[function] += 1
+
+    def take_tally(self) -> Tally:
+        """What happened since the previous probe; the next probe starts from nothing."""
+        tally, self.tally = self.tally, Tally()
+        if tally.answered is not None:
+            self.up = tally.answered
+        return tally
+
+    # --- probes ----------------------------------------------------------------------------
+
+    def new_epoch(self, now: float) -> None:
+        """A probe arrived with no other waiting: every item answered before now may be asked
+        again (within its refresh)."""
+        if self.epoch_start > -math.inf:
+            self.interval = now - self.epoch_start
+        self.epoch_start = now
