@@ -1,10 +1,13 @@
 """--web.config.file: TLS and basic auth on the exporter's own listener, with real certificates
-on loopback (trustme) and bcrypt hashes, as exporter-toolkit reads them."""
+on loopback (trustme) and bcrypt hashes, as exporter-toolkit reads them. The toolkit's own cases
+are in test_webconfig_conformance.py, re-reading in test_webconfig_reload.py."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ssl
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,10 +18,11 @@ import trustme
 from aiohttp import web
 from conftest import WHM, loaded, module
 
+from whm_exporter import webconfig
 from whm_exporter.exporter import Exporter
 from whm_exporter.metrics import ExporterMetrics
 from whm_exporter.server import make_app
-from whm_exporter.webconfig import load_web_config
+from whm_exporter.webconfig import WebSecurity, load_web_config
 from whm_exporter.yamlconf import ConfigError
 
 PASSWORD = "correct horse battery staple"
@@ -26,36 +30,55 @@ PASSWORD = "correct horse battery staple"
 
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
-    return trustme.CA()
+    return trustme.CA(key_type=trustme.KeyType.RSA)
+
+
+@pytest.fixture(scope="module")
+def hashed() -> str:
+    return bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+
+def write_pki(ca: trustme.CA, folder: Path) -> None:
+    cert = ca.issue_cert("127.0.0.1", "localhost", key_type=trustme.KeyType.RSA)
+    cert.cert_chain_pems[0].write_to_path(str(folder / "server.crt"))
+    cert.private_key_pem.write_to_path(str(folder / "server.key"))
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+
+
+TLS = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
 
 
 @pytest.fixture
-def web_config(ca: trustme.CA, tmp_path: Path) -> Path:
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
-    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+def web_config(ca: trustme.CA, tmp_path: Path, hashed: str) -> Path:
+    write_pki(ca, tmp_path)
     path = tmp_path / "web.yml"
     path.write_text(
-        "tls_server_config:\n"
-        f"  cert_file: {tmp_path / 'server.pem'}\n"
-        f"  key_file: {tmp_path / 'server.pem'}\n"
-        "basic_auth_users:\n"
+        TLS + "basic_auth_users:\n"
         f"  prometheus: '{hashed}'\n"
         "http_server_config:\n"
         "  headers:\n"
         "    Strict-Transport-Security: max-age=31536000\n"
+        "    X-Frame-Options: deny\n"
+        "    X-XSS-Protection: 1\n"
     )
     return path
 
 
-@pytest.fixture
-async def secured(whm: WHM, web_config: Path) -> AsyncIterator[str]:
-    security = load_web_config(web_config)
+async def start(security: WebSecurity, whm: WHM) -> tuple[web.AppRunner, str]:
+    """The real exporter app behind the web config."""
     exporter = Exporter(loaded(module(whm.url)), ExporterMetrics(), None)
     runner = web.AppRunner(make_app(exporter, security), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=security.ssl_context).start()
-    yield f"https://127.0.0.1:{runner.addresses[0][1]}"
+    scheme = "https" if security.ssl_context else "http"
+    return runner, f"{scheme}://127.0.0.1:{runner.addresses[0][1]}"
+
+
+@pytest.fixture
+async def secured(whm: WHM, web_config: Path) -> AsyncIterator[tuple[WebSecurity, str]]:
+    security = load_web_config(web_config)
+    runner, url = await start(security, whm)
+    yield security, url
     await runner.cleanup()
 
 
@@ -63,19 +86,27 @@ def _basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-async def _status(url: str, ca: trustme.CA, headers: dict[str, str] | None) -> int:
+def trusting(ca: trustme.CA) -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     ca.configure_trust(ctx)
+    return ctx
+
+
+async def _status(
+    url: str, ca: trustme.CA, headers: dict[str, str] | None, ctx: ssl.SSLContext | None = None
+) -> int:
     async with (
         aiohttp.ClientSession() as session,
-        session.get(url, ssl=ctx, headers=headers or {}) as resp,
+        session.get(url, ssl=ctx or trusting(ca), headers=headers or {}) as resp,
     ):
         return resp.status
 
 
 @pytest.mark.parametrize("path", ["/metrics", "/probe?target=t", "/", "/-/healthy"])
-async def test_basic_auth_over_tls(secured: str, ca: trustme.CA, path: str) -> None:
-    url = secured + path
+async def test_basic_auth_over_tls(
+    secured: tuple[WebSecurity, str], ca: trustme.CA, path: str
+) -> None:
+    url = secured[1] + path
     assert await _status(url, ca, None) == 401
     assert await _status(url, ca, _basic("prometheus", "wrong")) == 401
     assert await _status(url, ca, _basic("nobody", PASSWORD)) == 401
@@ -84,62 +115,347 @@ async def test_basic_auth_over_tls(secured: str, ca: trustme.CA, path: str) -> N
     # A second time is served from the cache of checked credentials: still exact.
     assert await _status(url, ca, _basic("prometheus", PASSWORD)) == 200
     assert await _status(url, ca, _basic("prometheus", PASSWORD + "x")) == 401
+    # bcrypt 5 refuses passwords over 72 bytes: a refusal, not an error.
+    assert await _status(url, ca, _basic("prometheus", "x" * 100)) == 401
 
 
-async def test_plain_http_is_refused_by_the_tls_listener(secured: str) -> None:
+async def test_plain_http_is_refused_by_the_tls_listener(secured: tuple[WebSecurity, str]) -> None:
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.ClientError):
-            await session.get(secured.replace("https://", "http://") + "/-/healthy")
+            await session.get(secured[1].replace("https://", "http://") + "/-/healthy")
+
+
+async def test_configured_headers_are_on_every_answer(
+    secured: tuple[WebSecurity, str], ca: trustme.CA
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        for headers in ({}, _basic("prometheus", PASSWORD)):
+            async with session.get(
+                secured[1] + "/-/healthy", ssl=trusting(ca), headers=headers
+            ) as resp:
+                assert resp.headers["Strict-Transport-Security"] == "max-age=31536000"
+                assert resp.headers["X-Frame-Options"] == "deny"
+                # A YAML number, written as the toolkit's Go YAML reads it: text.
+                assert resp.headers["X-XSS-Protection"] == "1"
+
+
+class BlockingCheck:
+    """Stands in for bcrypt.checkpw: each wrong password blocks until the test releases it,
+    and records the thread it ran in and the hash it was compared against."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.hashes: list[bytes] = []
+        self.released_in_time: list[bool] = []
+
+    def __call__(self, password: bytes, hashed: bytes) -> bool:
+        self.threads.append(threading.current_thread())
+        self.hashes.append(hashed)
+        self.entered.set()
+        # Bounded only so that a broken build fails instead of hanging: on the event loop this
+        # blocks the very request that would release it.
+        self.released_in_time.append(self.release.wait(timeout=10))
+        return False
+
+
+async def test_wrong_passwords_do_not_stall_other_requests(
+    secured: tuple[WebSecurity, str], ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, url = secured
+    good = _basic("prometheus", PASSWORD)
+    assert await _status(url + "/-/healthy", ca, good) == 200  # now cached
+    check = BlockingCheck()
+    monkeypatch.setattr(bcrypt, "checkpw", check)
+    wrong = [
+        asyncio.create_task(_status(url + "/-/healthy", ca, _basic("prometheus", f"wrong{i}")))
+        for i in range(4)
+    ]
+    await asyncio.to_thread(check.entered.wait, 30)
+    assert check.entered.is_set()
+    # A bcrypt check is running, and blocked: /-/healthy still answers.
+    assert await _status(url + "/-/healthy", ca, good) == 200
+    assert not check.release.is_set()
+    check.release.set()
+    assert await asyncio.gather(*wrong) == [401] * 4
+    assert check.released_in_time == [True] * 4
+    assert threading.main_thread() not in check.threads
+
+
+async def test_unknown_user_costs_a_bcrypt_check_at_the_users_cost(
+    secured: tuple[WebSecurity, str], ca: trustme.CA, hashed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    security, url = secured
+    check = BlockingCheck()
+    check.release.set()
+    monkeypatch.setattr(bcrypt, "checkpw", check)
+    assert await _status(url + "/-/healthy", ca, _basic("nobody", "guess")) == 401
+    assert await _status(url + "/-/healthy", ca, _basic("prometheus", "guess")) == 401
+    dummy, real = check.hashes
+    assert real == hashed.encode()
+    assert dummy == security.current().dummy_hash != real
+    assert dummy[:7] == real[:7] == b"$2b$04$"  # same algorithm and cost: same time
+    # The dummy is a well-formed hash that bcrypt really computes against.
+    monkeypatch.undo()
+    assert bcrypt.checkpw(b"guess", dummy) is False
+
+
+async def test_relative_paths_resolve_against_the_web_config_folder(
+    ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whm: WHM
+) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    write_pki(ca, folder)
+    (folder / "web.yml").write_text(TLS)
+    monkeypatch.chdir(tmp_path)  # where server.crt is not
+    security = load_web_config("etc/web.yml")
+    runner, url = await start(security, whm)
+    try:
+        assert await _status(url + "/-/healthy", ca, None) == 200
+    finally:
+        await runner.cleanup()
 
 
 async def test_client_certificates_when_required(ca: trustme.CA, tmp_path: Path, whm: WHM) -> None:
-    server = ca.issue_cert("127.0.0.1")
-    server.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    write_pki(ca, tmp_path)
     path = tmp_path / "web.yml"
     path.write_text(
-        "tls_server_config:\n"
-        f"  cert_file: {tmp_path / 'server.pem'}\n  key_file: {tmp_path / 'server.pem'}\n"
-        f"  client_ca_file: {tmp_path / 'ca.pem'}\n  client_auth_type: RequireAndVerifyClientCert\n"
+        TLS + "  client_ca_file: ca.pem\n  client_auth_type: RequireAndVerifyClientCert\n"
     )
-    security = load_web_config(path)
-    exporter = Exporter(loaded(module(whm.url)), ExporterMetrics(), None)
-    runner = web.AppRunner(make_app(exporter, security), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=security.ssl_context).start()
-    url = f"https://127.0.0.1:{runner.addresses[0][1]}/-/healthy"
+    runner, url = await start(load_web_config(path), whm)
     try:
-        without = ssl.create_default_context()
-        ca.configure_trust(without)
         async with aiohttp.ClientSession() as session:
             with pytest.raises(aiohttp.ClientError):
-                await session.get(url, ssl=without)
-            client = ca.issue_cert("prometheus.client")
-            with_cert = ssl.create_default_context()
-            ca.configure_trust(with_cert)
-            client.configure_cert(with_cert)
-            async with session.get(url, ssl=with_cert) as resp:
+                async with session.get(url + "/-/healthy", ssl=trusting(ca)) as resp:
+                    await resp.read()
+            with_cert = trusting(ca)
+            ca.issue_cert("prometheus.client").configure_cert(with_cert)
+            async with session.get(url + "/-/healthy", ssl=with_cert) as resp:
                 assert resp.status == 200
     finally:
         await runner.cleanup()
 
 
-def test_bad_web_config_names_the_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("names", "allowed", "status"),
+    [
+        (["prometheus@example.org"], "prometheus@example.org", 200),
+        # Go writes IPs in their short form; OpenSSL writes 2001:DB8:0:0:0:0:0:1.
+        (["2001:db8::1"], "2001:db8::1", 200),
+        (["10.0.0.7"], "10.0.0.7", 200),
+        (["scraper.example"], "Scraper.example", 403),  # exact, as the toolkit compares
+    ],
+)
+async def test_client_allowed_sans(
+    ca: trustme.CA, tmp_path: Path, whm: WHM, names: list[str], allowed: str, status: int
+) -> None:
+    write_pki(ca, tmp_path)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     path = tmp_path / "web.yml"
-    path.write_text("basic_auth_users:\n  alice: plaintext\ntls_server_config:\n  cert: x\n")
+    client_ca = "".join(f"    {line}\n" for line in ca.cert_pem.bytes().decode().splitlines())
+    path.write_text(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        f"  client_ca: |\n{client_ca}"
+        "  client_auth_type: RequireAndVerifyClientCert\n"
+        f"  client_allowed_sans: ['{allowed}']\n"
+    )
+    runner, url = await start(load_web_config(path), whm)
+    try:
+        ctx = trusting(ca)
+        ca.issue_cert(*names).configure_cert(ctx)
+        assert await _status(url + "/-/healthy", ca, None, ctx) == status
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("settings", "client_max", "client_ciphers", "expect"),
+    [
+        ("  max_version: TLS12\n", None, None, "TLSv1.2"),
+        ("  min_version: TLS13\n", ssl.TLSVersion.TLSv1_2, None, "refused"),
+        # Only TLS 1.3 suites named: as in Go, TLS 1.2 has no suite left.
+        ("  cipher_suites: [TLS_AES_128_GCM_SHA256]\n", ssl.TLSVersion.TLSv1_2, None, "refused"),
+        ("  cipher_suites: [TLS_AES_128_GCM_SHA256]\n", None, None, "TLSv1.3"),
+        # The server's order wins by default (prefer_server_cipher_suites: true) ...
+        (
+            "  max_version: TLS12\n  cipher_suites:\n  - TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384\n"
+            "  - TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\n",
+            None,
+            "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384",
+            "ECDHE-RSA-AES256-GCM-SHA384",
+        ),
+        # ... and the client's when it is false.
+        (
+            "  max_version: TLS12\n  prefer_server_cipher_suites: false\n  cipher_suites:\n"
+            "  - TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384\n"
+            "  - TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\n",
+            None,
+            "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384",
+            "ECDHE-RSA-AES128-GCM-SHA256",
+        ),
+    ],
+)
+async def test_tls_versions_and_ciphers(
+    ca: trustme.CA,
+    tmp_path: Path,
+    settings: str,
+    client_max: ssl.TLSVersion | None,
+    client_ciphers: str | None,
+    expect: str,
+) -> None:
+    write_pki(ca, tmp_path)
+    (tmp_path / "web.yml").write_text(TLS + settings)
+    security = load_web_config(tmp_path / "web.yml")
+    server = await asyncio.start_server(
+        lambda r, w: w.close(), "127.0.0.1", 0, ssl=security.ssl_context
+    )
+    ctx = trusting(ca)
+    if client_max:
+        ctx.maximum_version = client_max
+    if client_ciphers:
+        ctx.set_ciphers(client_ciphers)
+    try:
+        _, writer = await asyncio.open_connection(
+            "127.0.0.1", server.sockets[0].getsockname()[1], ssl=ctx
+        )
+        tls = writer.get_extra_info("ssl_object")
+        found = tls.cipher()[0] if client_ciphers else tls.version()
+        writer.close()
+    except (ssl.SSLError, ConnectionResetError):
+        found = "refused"
+    finally:
+        server.close()
+    assert found == expect
+
+
+@pytest.mark.parametrize("memfd", [True, False])
+async def test_inline_certificate_and_key(
+    ca: trustme.CA, tmp_path: Path, whm: WHM, monkeypatch: pytest.MonkeyPatch, memfd: bool
+) -> None:
+    if not memfd:  # as on systems without memfd_create: through a private temporary folder
+        monkeypatch.delattr("os.memfd_create", raising=False)
+    leaf = ca.issue_cert("127.0.0.1", key_type=trustme.KeyType.RSA)
+
+    def block(pem: bytes) -> str:
+        return "|\n" + "".join(f"    {line}\n" for line in pem.decode().splitlines())
+
+    (tmp_path / "web.yml").write_text(
+        f"tls_server_config:\n  cert: {block(leaf.cert_chain_pems[0].bytes())}"
+        f"  key: {block(leaf.private_key_pem.bytes())}"
+    )
+    runner, url = await start(load_web_config(tmp_path / "web.yml"), whm)
+    try:
+        assert await _status(url + "/-/healthy", ca, None) == 200
+    finally:
+        await runner.cleanup()
+
+
+def test_every_go_cipher_name_is_known_to_openssl() -> None:
+    for go, openssl in webconfig._CIPHERS.items():
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.set_ciphers(openssl)
+        names = [c["name"] for c in ctx.get_ciphers() if c["protocol"] != "TLSv1.3"]
+        assert names == [openssl], go
+
+
+def test_old_tls_versions_are_set_and_warned(
+    ca: trustme.CA, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_pki(ca, tmp_path)
+    (tmp_path / "web.yml").write_text(TLS + "  min_version: TLS10\n  max_version: TLS12\n")
+    security = load_web_config(tmp_path / "web.yml")
+    ctx = security.current().ssl_context
+    assert ctx is not None
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1
+    assert ctx.maximum_version == ssl.TLSVersion.TLSv1_2
+    assert "min_version: TLS10 is set, but OpenSSL 3" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        # A second section silently switched authentication off before.
+        (
+            "basic_auth_users:\n  prometheus: '$HASH'\nbasic_auth_users: {}\n",
+            "not valid YAML at line 3, column 1: duplicate key 'basic_auth_users'",
+        ),
+        (
+            "basic_auth_users:\n  alice: plaintext-password\n",
+            "basic_auth_users.alice: not a bcrypt hash",
+        ),
+        ("basic_auth_users:\n  'a:b': '$HASH'\n", "basic_auth_users.a:b: a user name cannot"),
+        (
+            TLS + "  client_ca_file: ca.pem\n",
+            "tls_server_config.client_ca_file: client CAs are set but client_auth_type is not",
+        ),
+        (
+            TLS + "  client_auth_type: RequestClientCert\n",
+            "tls_server_config.client_auth_type: RequestClientCert is not supported",
+        ),
+        (
+            TLS + "  client_allowed_sans: [x]\n",
+            "tls_server_config.client_allowed_sans: needs client_auth_type",
+        ),
+        (TLS + "  cert: inline\n", "tls_server_config.cert_file: give cert_file or cert, not both"),
+        (
+            TLS + "  min_version: TLS13\n  max_version: TLS12\n",
+            "tls_server_config.max_version: TLS12 is below min_version TLS13",
+        ),
+        (
+            "tls_server_config:\n  min_version: TLS13\n",
+            "tls_server_config: cert_file and key_file (or cert and key) are needed",
+        ),
+        (
+            # A YAML escape in double quotes: the value would split the header.
+            'http_server_config:\n  headers:\n    X-XSS-Protection: "1\\r\\nSet-Cookie: x"\n',
+            "http_server_config.headers.X-XSS-Protection: contains a control character",
+        ),
+        (
+            "http_server_config:\n  headers:\n    x-frame-options: deny\n",
+            "http_server_config.headers.x-frame-options: cannot be set",
+        ),
+        ("rate_limit:\n  interval: 1d\n", "rate_limit.interval: not a duration"),
+        ("rate_limit:\n  burst: -1\n", "rate_limit.burst: Input should be greater than"),
+        (
+            TLS.replace("server.key", "ca.pem"),
+            "tls_server_config: cannot use the certificate and key: PEM lib",
+        ),
+        (
+            TLS + "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: /dev/null\n",
+            "tls_server_config.client_ca_file: no usable CA certificate",
+        ),
+    ],
+)
+def test_bad_web_config_names_the_key(
+    ca: trustme.CA, tmp_path: Path, hashed: str, text: str, problem: str
+) -> None:
+    write_pki(ca, tmp_path)
+    path = tmp_path / "web.yml"
+    path.write_text(text.replace("$HASH", hashed))
     with pytest.raises(ConfigError) as err:
         load_web_config(path)
-    text = "\n".join(err.value.problems)
-    assert "tls_server_config.cert" in text
-    path.write_text("basic_auth_users:\n  alice: plaintext\n")
-    with pytest.raises(ConfigError, match=r"basic_auth_users\.alice: not a bcrypt hash"):
-        load_web_config(path)
+    assert any(p.startswith(f"{path}: {problem}") for p in err.value.problems), err.value.problems
+    assert "plaintext-password" not in str(err.value)
 
 
-async def test_configured_headers_are_on_every_answer(secured: str, ca: trustme.CA) -> None:
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
-    async with aiohttp.ClientSession() as session:
-        for headers in ({}, _basic("prometheus", PASSWORD)):
-            async with session.get(secured + "/-/healthy", ssl=ctx, headers=headers) as resp:
-                assert resp.headers["Strict-Transport-Security"] == "max-age=31536000"
+@pytest.mark.parametrize(
+    ("interval", "seconds"),
+    [("0", 0), (0, 0), ("1m30s", 90), ("1.5h", 5400), ("300ms", 0.3), (2_000_000_000, 2)],
+)
+def test_rate_limit_interval_is_a_go_duration(interval: object, seconds: float) -> None:
+    assert webconfig._go_duration(interval) == pytest.approx(seconds)
+
+
+async def test_rate_limit_lets_a_burst_through(whm: WHM, tmp_path: Path) -> None:
+    (tmp_path / "web.yml").write_text("rate_limit:\n  interval: 1h\n  burst: 2\n")
+    runner, url = await start(load_web_config(tmp_path / "web.yml"), whm)
+    try:
+        async with aiohttp.ClientSession() as session:
+            found = []
+            for _ in range(3):
+                async with session.get(url + "/-/healthy") as resp:
+                    found.append(resp.status)
+        assert found == [200, 200, 429]
+    finally:
+        await runner.cleanup()

@@ -27,7 +27,13 @@ from pydantic import (
 )
 
 from whm_exporter.durations import parse_duration
-from whm_exporter.yamlconf import ConfigError, StrictModel, validation_messages
+from whm_exporter.yamlconf import (
+    ConfigError,
+    StrictModel,
+    load_yaml,
+    validation_messages,
+    yaml_problem,
+)
 
 
 class Window(NamedTuple):
@@ -260,11 +266,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Loade
     except OSError as err:
         raise ConfigError([f"{path}: cannot read: {err.strerror}"]) from None
     try:
-        data: Any = yaml.safe_load(text)
+        data: Any = load_yaml(text)
     except yaml.YAMLError as err:
-        # Only the problem and position: PyYAML's full text quotes the line, which may hold a token.
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or "syntax error"
-        raise ConfigError([f"{path}: not valid YAML{where}: {problem}"]) from None
+        raise ConfigError([f"{path}: {yaml_problem(err)}"]) from None
     return build_config(data, env)

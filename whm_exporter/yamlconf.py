@@ -3,8 +3,10 @@ line with the YAML path of the key at fault."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 
@@ -14,6 +16,45 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error: YAML
+    forbids it and PyYAML silently keeps the last one, so a second ``basic_auth_users: {}``
+    would switch authentication off unseen."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            # ``<<`` merges another mapping in; keys written here may override merged ones.
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # PyYAML's own check below reports it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"duplicate key {str(key)[:60]!r}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys; raises ``yaml.YAMLError``."""
+    # A SafeLoader subclass: as safe as yaml.safe_load.
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """Where and what, never the text of the line: it may hold a token or a password."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(err, "problem", None) or "syntax error"
+    return f"not valid YAML{where}: {problem}"
 
 
 def _path(loc: Iterable[int | str]) -> str:
