@@ -8,6 +8,7 @@ built and no pod is started."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.resources
 import json
 import re
@@ -17,6 +18,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,17 @@ def test_dockerfile_is_pinned_multi_stage_non_root_with_healthcheck() -> None:
     assert "HEALTHCHECK" in final
     assert "/-/healthy" in final
     assert "/etc/whm-exporter/config.yml" in final
+
+
+def test_dockerfile_copies_what_the_build_needs() -> None:
+    # pip builds the wheel in the build stage: the readme and license files pyproject names must
+    # be there, or the image does not build.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    build = (ROOT / "Dockerfile").read_text().split("\nFROM ")[1]
+    copied = {f for line in re.findall(r"^COPY (.+) \S+$", build, re.M) for f in line.split()}
+    assert {project["readme"], *project["license-files"], "pyproject.toml"} <= copied
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert not copied & set(ignored)
 
 
 # --- docker compose ----------------------------------------------------------------------------
@@ -535,3 +548,50 @@ def test_systemd_config_reads_the_token_from_the_units_credential() -> None:
     module = Config.model_validate(document).modules["default"]
     # systemd's credentials directory of a system service is /run/credentials/<unit name>.
     assert str(module.token_file) == f"/run/credentials/whm-exporter.service/{credential[1]}"
+
+
+# --- release -----------------------------------------------------------------------------------
+
+# sha256 of the Apache License 2.0 as the ASF publishes it (LICENSE-2.0.txt).
+APACHE_2_SHA256 = "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"
+
+
+def test_license_is_the_apache_2_text() -> None:
+    digest = hashlib.sha256((ROOT / "LICENSE").read_bytes()).hexdigest()
+    assert digest == APACHE_2_SHA256
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert (project["license"], project["license-files"]) == ("Apache-2.0", ["LICENSE"])
+
+
+def test_changelog_and_version_follow_the_release_scheme() -> None:
+    version = whm_exporter.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version), version
+    headings = re.findall(r"^## \[([^\]]+)\](.*)$", (ROOT / "CHANGELOG.md").read_text(), re.M)
+    assert headings
+    first, rest = headings[0], headings[1:]
+    # Between releases the top section is Unreleased; on a release commit it is the version.
+    assert first[0] == "Unreleased" or (
+        first[0] == version and re.fullmatch(r" - \d{4}-\d{2}-\d{2}", first[1])
+    ), first
+    for name, date in rest:
+        assert re.fullmatch(r"\d+\.\d+\.\d+", name), name
+        assert re.fullmatch(r" - \d{4}-\d{2}-\d{2}", date), name
+
+
+def test_the_installed_command_is_the_one_readme_puts_on_path() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"whm-exporter": "whm_exporter.cli:main"}
+    readme = (ROOT / "README.md").read_text()
+    install = readme.split("## Install\n", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    venv = re.search(r"python3 -m venv (\S+)", install)
+    assert venv
+    assert f"ln -s {venv[1]}/bin/whm-exporter /usr/local/bin/whm-exporter" in install
+    assert install.rstrip().endswith("whm-exporter --version")
+    # The entry point pip wrote into this venv, as into the README's.
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "whm-exporter"), "--version"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"whm-exporter {whm_exporter.__version__} ")
