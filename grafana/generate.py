@@ -145,6 +145,7 @@ def _panel(
 def _table(
     title: str,
     description: str,
+    by: str,
     columns: list[tuple[str, str, str]],
     grid: tuple[int, int, int, int],
     *,
@@ -152,14 +153,17 @@ def _table(
     sort_by: str | None = None,
     links: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A table of the current values: one query per (expr, column title, unit), merged on their
-    labels; only the labels that say something remain as columns."""
+    """A table of the current values: one query per (expr, column title, unit), each reduced to
+    the labels ``by`` so that rows of different metrics merge into one; those labels are the
+    other columns."""
     names = (
         {"Value": columns[0][1]}
         if len(columns) == 1
         else {f"Value #{chr(ord('A') + i)}": c[1] for i, c in enumerate(columns)}
     )
-    transformations: list[dict[str, Any]] = [] if len(columns) == 1 else [{"id": "merge"}]
+    transformations: list[dict[str, Any]] = (
+        [] if len(columns) == 1 else [{"id": "merge", "options": {}}]
+    )
     transformations.append(
         {
             "id": "organize",
@@ -184,7 +188,7 @@ def _table(
         "table",
         title,
         description,
-        [(expr, "") for expr, _, _ in columns],
+        [(f"max by ({by}) ({expr})", "") for expr, _, _ in columns],
         grid,
         instant=True,
         options=options,
@@ -347,6 +351,7 @@ def mail_overview() -> dict[str, Any]:
                 "Disk use against quota",
                 "The twenty mailboxes using the largest share of their quota: disk use and "
                 "quota as cPanel counts them (Email::list_pops_with_disk).",
+                "instance, user, account",
                 [
                     (nearest, "Share of quota", "percentunit"),
                     (
@@ -369,6 +374,7 @@ def mail_overview() -> dict[str, Any]:
             _table(
                 "Largest folders on the server",
                 "The twenty largest folders across every account of the selected servers.",
+                "instance, user, account, mailbox",
                 [(f"topk(20, whm_mailbox_size_bytes{{{SEL}}})", "Size", "bytes")],
                 (0, 31, 24, 9),
                 sort_by="Size",
@@ -446,6 +452,7 @@ def outbound() -> dict[str, Any]:
                 "Senders over their threshold",
                 "Every sender above its threshold now, with its cPanel user: the accounts to "
                 "check for a leaked password or a compromised script. Click one for its detail.",
+                "instance, user, sender",
                 [
                     (over, "Unique recipients", "short"),
                     (
@@ -456,7 +463,6 @@ def outbound() -> dict[str, Any]:
                     ),
                 ],
                 (0, 9, 24, 7),
-                hide=("window",),
                 sort_by="Unique recipients",
                 links=[sender_link(table=True)],
             ),
@@ -513,6 +519,7 @@ def outbound() -> dict[str, Any]:
                 "Mail flow per user",
                 "Every user that sent mail in the window, most defer-failures first. Click a "
                 "user for its senders.",
+                "instance, user",
                 [
                     (f"whm_user_mail_sent_messages{{{WIN}}}", "Sent", "short"),
                     (f"whm_user_mail_delivered{{{WIN}}}", "Delivered", "short"),
@@ -522,7 +529,6 @@ def outbound() -> dict[str, Any]:
                     (f"whm_user_mail_sent_bytes{{{WIN}}}", "Bytes sent", "bytes"),
                 ],
                 (0, 33, 24, 9),
-                hide=("window",),
                 sort_by="Defer-failures",
                 links=[user_link(table=True)],
             ),
@@ -530,6 +536,7 @@ def outbound() -> dict[str, Any]:
                 "cPanel limits reached",
                 "Users for whom cPanel's own per-hour limit tripped (max_emails_per_hour, "
                 "max_defer_fail): cPanel defers or refuses their mail. Click one for its senders.",
+                "instance, user, limit",
                 [(f"whm_user_mail_limit_reached{{{SEL}}} == 1", "Reached", "short")],
                 (0, 42, 12, 7),
                 hide=("Value",),
@@ -539,6 +546,7 @@ def outbound() -> dict[str, Any]:
                 "Outgoing mail held or suspended",
                 "Users whose outgoing mail cPanel already holds or suspends (listaccts): it has "
                 "acted on them. Click one for its senders.",
+                "instance, user, state",
                 [
                     (
                         f'label_replace(whm_user_outgoing_mail_held{{{SEL}}} == 1, "state",'

@@ -368,6 +368,20 @@ async def test_real_prometheus_scrapes_evaluates_and_answers_every_dashboard_que
         if _metrics(expr) <= EXPECTED:
             assert result, f"{where}: {expr} returned nothing"
 
+    # A table of several queries shows one row per label set: each query must give the same
+    # label sets (no metric name among them), or Grafana's merge leaves one row per query.
+    for path in DASHBOARDS:
+        for panel in json.loads(path.read_text())["panels"]:
+            exprs = [target["expr"] for target in panel["targets"]]
+            if panel["type"] != "table" or not all(_metrics(e) <= EXPECTED for e in exprs):
+                continue
+            rows = [
+                {frozenset(r["metric"].items()) for r in await prometheus.query(_fill(e))}
+                for e in exprs
+            ]
+            assert all(r == rows[0] for r in rows), panel["title"]
+            assert not any("__name__" in dict(row) for row in rows[0]), panel["title"]
+
 
 async def _answer(prometheus: Prometheus, expr: str) -> list[Any]:
     """What Grafana would get for a panel query or a label_values() variable."""
