@@ -4,7 +4,7 @@ FROM python:3.11.14-slim-bookworm AS build
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/whm-exporter
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY whm_exporter ./whm_exporter
 RUN /opt/whm-exporter/bin/pip install --no-compile .
 

@@ -2,7 +2,10 @@
 
 The JSON files are what users import (Grafana 10+, Import screen or file provisioning); this
 script is how they are kept consistent (one datasource variable, the same job/instance
-variables, a description on every panel). A test fails when the files and the script disagree.
+variables, a description on every panel, tables without Time/__name__/job columns, links from a
+sender, user or account to its detail panels). Thresholds come from the recording rules of
+prometheus/whm-exporter.rules.yml (whm:threshold:*), never from a number in a panel. A test
+fails when the files and the script disagree.
 """
 
 from __future__ import annotations
@@ -14,7 +17,25 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SEL = 'job=~"$job", instance=~"$instance"'
+WIN = f'{SEL}, window=~"$window"'
+EXPORTER = 'job=~"$exporter_job", target=~"$instance"'
 BY_ACCOUNT = "sum by (instance, user, account)"
+GREEN = {"color": "green", "value": None}
+# Columns a table never needs: the sample time, the metric name and the scrape job.
+HIDDEN = ("Time", "__name__", "job")
+# The dashboards a link opens, and the variables it carries over.
+OUTBOUND = "/d/whm-outbound/whm-outbound-sending"
+OVERVIEW = "/d/whm-mail-overview/whm-mail-overview"
+KEEP = "${__url_time_range}&${datasource:queryparam}&${job:queryparam}"
+UP_MAPPINGS = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"text": "down", "color": "red", "index": 0},
+            "1": {"text": "up", "color": "green", "index": 1},
+        },
+    }
+]
 
 
 def _var_query(name: str, label: str, query: str, *, multi: bool = True) -> dict[str, Any]:
@@ -52,6 +73,25 @@ def _variables(*extra: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _link(title: str, dashboard: str, table: bool, *labels: str) -> dict[str, Any]:
+    """A data link to ``dashboard`` with the clicked row's or series' ``labels`` as variables."""
+    value = "${__data.fields.%s}" if table else "${__field.labels.%s}"
+    params = "".join(f"&var-{label}={value % label}" for label in ("instance", *labels))
+    return {"title": title, "url": f"{dashboard}?{KEEP}{params}"}
+
+
+def sender_link(table: bool = False) -> dict[str, Any]:
+    return _link("Sender detail", OUTBOUND, table, "user", "sender")
+
+
+def user_link(table: bool = False) -> dict[str, Any]:
+    return _link("The user's senders and mail flow", OUTBOUND, table, "user")
+
+
+def account_link(table: bool = False) -> dict[str, Any]:
+    return _link("Account detail", OVERVIEW, table, "user", "account")
+
+
 def _panel(
     kind: str,
     title: str,
@@ -63,19 +103,26 @@ def _panel(
     instant: bool = False,
     thresholds: list[dict[str, Any]] | None = None,
     options: dict[str, Any] | None = None,
+    defaults: dict[str, Any] | None = None,
+    overrides: list[dict[str, Any]] | None = None,
+    links: list[dict[str, Any]] | None = None,
+    transformations: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     x, y, w, h = grid
-    steps = thresholds or [{"color": "green", "value": None}]
-    return {
+    field_defaults: dict[str, Any] = {
+        "unit": unit,
+        "thresholds": {"mode": "absolute", "steps": thresholds or [GREEN]},
+        **(defaults or {}),
+    }
+    if links:
+        field_defaults["links"] = links
+    panel: dict[str, Any] = {
         "type": kind,
         "title": title,
         "description": description,
         "datasource": DS,
         "gridPos": {"x": x, "y": y, "w": w, "h": h},
-        "fieldConfig": {
-            "defaults": {"unit": unit, "thresholds": {"mode": "absolute", "steps": steps}},
-            "overrides": [],
-        },
+        "fieldConfig": {"defaults": field_defaults, "overrides": overrides or []},
         "options": options or {},
         "targets": [
             {
@@ -90,6 +137,65 @@ def _panel(
             for i, (expr, legend) in enumerate(targets)
         ],
     }
+    if transformations:
+        panel["transformations"] = transformations
+    return panel
+
+
+def _table(
+    title: str,
+    description: str,
+    by: str,
+    columns: list[tuple[str, str, str]],
+    grid: tuple[int, int, int, int],
+    *,
+    hide: tuple[str, ...] = (),
+    sort_by: str | None = None,
+    links: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A table of the current values: one query per (expr, column title, unit), each reduced to
+    the labels ``by`` so that rows of different metrics merge into one; those labels are the
+    other columns."""
+    names = (
+        {"Value": columns[0][1]}
+        if len(columns) == 1
+        else {f"Value #{chr(ord('A') + i)}": c[1] for i, c in enumerate(columns)}
+    )
+    transformations: list[dict[str, Any]] = (
+        [] if len(columns) == 1 else [{"id": "merge", "options": {}}]
+    )
+    transformations.append(
+        {
+            "id": "organize",
+            "options": {
+                "excludeByName": {name: True for name in (*HIDDEN, *hide)},
+                "renameByName": names,
+            },
+        }
+    )
+    overrides = [
+        {
+            "matcher": {"id": "byName", "options": column},
+            "properties": [{"id": "unit", "value": unit}],
+        }
+        for _, column, unit in columns
+        if unit != "short"
+    ]
+    options: dict[str, Any] = {"showHeader": True, "cellHeight": "sm"}
+    if sort_by:
+        options["sortBy"] = [{"displayName": sort_by, "desc": True}]
+    return _panel(
+        "table",
+        title,
+        description,
+        [(f"max by ({by}) ({expr})", "") for expr, _, _ in columns],
+        grid,
+        instant=True,
+        options=options,
+        overrides=overrides,
+        links=links,
+        transformations=transformations,
+    )
 
 
 def _dashboard(
@@ -135,6 +241,7 @@ def mail_overview() -> dict[str, Any]:
         ),
     )
     bars = {"displayMode": "gradient", "orientation": "horizontal", "showUnfilled": True}
+    nearest = f"topk(20, whm:account_quota_used:ratio{{{user_sel}}})"
     return _dashboard(
         "whm-mail-overview",
         "WHM mail overview",
@@ -172,7 +279,8 @@ def mail_overview() -> dict[str, Any]:
             _panel(
                 "bargauge",
                 "Top accounts by messages",
-                "The ten accounts holding the most messages, all folders together.",
+                "The ten accounts holding the most messages, all folders together. Click one "
+                "for its folders and growth.",
                 [
                     (
                         f"topk(10, {BY_ACCOUNT} (whm_mailbox_messages{{{user_sel}}}))",
@@ -182,11 +290,13 @@ def mail_overview() -> dict[str, Any]:
                 (0, 4, 12, 9),
                 instant=True,
                 options=bars,
+                links=[account_link()],
             ),
             _panel(
                 "bargauge",
                 "Top accounts by size",
-                "The ten accounts using the most space (virtual size), all folders together.",
+                "The ten accounts using the most space (virtual size), all folders together. "
+                "Click one for its folders and growth.",
                 [
                     (
                         f"topk(10, {BY_ACCOUNT} (whm_mailbox_size_bytes{{{user_sel}}}))",
@@ -197,6 +307,7 @@ def mail_overview() -> dict[str, Any]:
                 unit="bytes",
                 instant=True,
                 options=bars,
+                links=[account_link()],
             ),
             _panel(
                 "bargauge",
@@ -223,13 +334,51 @@ def mail_overview() -> dict[str, Any]:
                 unit="bytes",
             ),
             _panel(
-                "table",
+                "bargauge",
+                "Mailboxes nearest their quota",
+                "Share of its quota each mailbox uses (discovery.function: list_pops_with_disk; "
+                "mailboxes without a quota are not shown). WhmMailboxNearQuota fires at "
+                "whm:threshold:quota_used_ratio (recording rules).",
+                [(f"topk(10, whm:account_quota_used:ratio{{{user_sel}}})", "{{account}}")],
+                (0, 22, 12, 9),
+                unit="percentunit",
+                instant=True,
+                options=bars,
+                defaults={"min": 0, "max": 1, "color": {"mode": "continuous-GrYlRd"}},
+                links=[account_link()],
+            ),
+            _table(
+                "Disk use against quota",
+                "The twenty mailboxes using the largest share of their quota: disk use and "
+                "quota as cPanel counts them (Email::list_pops_with_disk).",
+                "instance, user, account",
+                [
+                    (nearest, "Share of quota", "percentunit"),
+                    (
+                        f"whm_account_disk_used_bytes{{{user_sel}}}"
+                        f" and on (instance, user, account) {nearest}",
+                        "Used",
+                        "bytes",
+                    ),
+                    (
+                        f"whm_account_quota_bytes{{{user_sel}}}"
+                        f" and on (instance, user, account) {nearest}",
+                        "Quota",
+                        "bytes",
+                    ),
+                ],
+                (12, 22, 12, 9),
+                sort_by="Share of quota",
+                links=[account_link(table=True)],
+            ),
+            _table(
                 "Largest folders on the server",
                 "The twenty largest folders across every account of the selected servers.",
-                [(f"topk(20, whm_mailbox_size_bytes{{{SEL}}})", "")],
-                (0, 22, 24, 9),
-                unit="bytes",
-                instant=True,
+                "instance, user, account, mailbox",
+                [(f"topk(20, whm_mailbox_size_bytes{{{SEL}}})", "Size", "bytes")],
+                (0, 31, 24, 9),
+                sort_by="Size",
+                links=[account_link(table=True)],
             ),
         ],
     )
@@ -243,18 +392,19 @@ def outbound() -> dict[str, Any]:
             f"label_values(whm_sender_unique_recipients{{{SEL}}}, window)",
             multi=False,
         ),
-        {
-            "name": "threshold",
-            "label": "Threshold",
-            "type": "textbox",
-            "query": "500",
-            "current": {"text": "500", "value": "500"},
-            "description": "cPanel's outbound-spam threshold:"
-            " 500 unique recipients per hour by default.",
-        },
+        _var_query(
+            "user", "cPanel user", f"label_values(whm_sender_unique_recipients{{{SEL}}}, user)"
+        ),
+        _var_query(
+            "sender",
+            "Sender",
+            f'label_values(whm_sender_unique_recipients{{{SEL}, user=~"$user"}}, sender)',
+        ),
     )
-    over = [{"color": "green", "value": None}, {"color": "red", "value": 500}]
-    win = f'{SEL}, window=~"$window"'
+    picked = f'{WIN}, user=~"$user", sender=~"$sender"'
+    over = f"whm:sender_unique_recipients:over_threshold{{{SEL}}}"
+    flow = f'{WIN}, user=~"$user"'
+    share = [GREEN, {"color": "orange", "value": 0.8}, {"color": "red", "value": 1}]
     return _dashboard(
         "whm-outbound",
         "WHM outbound sending",
@@ -263,76 +413,220 @@ def outbound() -> dict[str, Any]:
             _panel(
                 "timeseries",
                 "Top senders by unique recipients",
-                "The ten senders that reached the most unique remote recipients in the window. "
-                "Red above the threshold: cPanel's own outbound-spam limit is 500 per hour.",
+                "The ten senders that reached the most unique remote recipients in the window, "
+                "and the server-wide threshold (whm:threshold:outbound_spam, cPanel's 500 by "
+                "default). Click a sender for its detail.",
                 [
-                    (f"topk(10, whm_sender_unique_recipients{{{win}}})", "{{sender}}"),
-                    ("$threshold", "threshold"),
+                    (f"topk(10, whm_sender_unique_recipients{{{WIN}}})", "{{sender}}"),
+                    ('max(whm:threshold:outbound_spam{user=""})', "threshold"),
                 ],
-                (0, 0, 16, 10),
-                thresholds=over,
+                (0, 0, 16, 9),
+                links=[sender_link()],
             ),
             _panel(
                 "stat",
-                "Senders over the threshold",
-                "How many senders are above the threshold now.",
+                "Senders over their threshold",
+                "Senders above the threshold that applies to them in the 1h window (per-user "
+                "overrides included): what WhmOutboundSpamSuspected fires on.",
+                [(f"count({over}) or vector(0)", "senders")],
+                (16, 0, 8, 4),
+                thresholds=[GREEN, {"color": "red", "value": 1}],
+            ),
+            _panel(
+                "stat",
+                "Closest to the threshold",
+                "The highest unique-recipient count of any sender in the 1h window, as a share "
+                "of its threshold: above 100% cPanel counts it as spam.",
                 [
                     (
-                        f"count(whm_sender_unique_recipients{{{win}}} > $threshold) or vector(0)",
-                        "senders",
+                        f'max(whm_sender_unique_recipients{{{SEL}, window="1h"}}'
+                        f" / whm:sender_unique_recipients:threshold{{{SEL}}})",
+                        "share",
                     )
                 ],
-                (16, 0, 8, 5),
-                thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}],
+                (16, 4, 8, 5),
+                unit="percentunit",
+                thresholds=share,
+            ),
+            _table(
+                "Senders over their threshold",
+                "Every sender above its threshold now, with its cPanel user: the accounts to "
+                "check for a leaked password or a compromised script. Click one for its detail.",
+                "instance, user, sender",
+                [
+                    (over, "Unique recipients", "short"),
+                    (
+                        f"whm:sender_unique_recipients:threshold{{{SEL}}}"
+                        f" and on (job, instance, user, sender, window) {over}",
+                        "Threshold",
+                        "short",
+                    ),
+                ],
+                (0, 9, 24, 7),
+                sort_by="Unique recipients",
+                links=[sender_link(table=True)],
             ),
             _panel(
-                "stat",
-                "Busiest sender",
-                "The highest unique-recipient count of any sender in the window.",
-                [(f"max(whm_sender_unique_recipients{{{win}}})", "max")],
-                (16, 5, 8, 5),
-                thresholds=over,
+                "timeseries",
+                "Selected senders",
+                "The senders chosen above (or linked from another panel) over time, each with "
+                "the threshold that applies to it.",
+                [
+                    (f"whm_sender_unique_recipients{{{picked}}}", "{{sender}}"),
+                    (
+                        f'whm:sender_unique_recipients:threshold{{{SEL}, user=~"$user",'
+                        ' sender=~"$sender"}',
+                        "{{sender}} threshold",
+                    ),
+                ],
+                (0, 16, 12, 8),
             ),
             _panel(
                 "timeseries",
                 "Per-user totals",
-                "Unique remote recipients per cPanel user, as WHM counts them (per_user_totals).",
-                [(f"topk(10, whm_user_unique_recipients{{{win}}})", "{{user}}")],
-                (0, 10, 24, 9),
+                "Unique remote recipients per cPanel user, as WHM counts them (per_user_totals). "
+                "Click a user for its senders and mail flow.",
+                [(f"topk(10, whm_user_unique_recipients{{{WIN}}})", "{{user}}")],
+                (12, 16, 12, 8),
+                links=[user_link()],
             ),
             _panel(
-                "table",
-                "Senders over the threshold",
-                "Every sender above the threshold now, with its cPanel user: the accounts to "
-                "check for a leaked password or a compromised script.",
-                [(f"sort_desc(whm_sender_unique_recipients{{{win}}} > $threshold)", "")],
-                (0, 19, 24, 8),
+                "bargauge",
+                "Top users by defer-failures",
+                "Messages of each user deferred or failed in the window (emailtrack_user_stats "
+                "DEFERFAILCOUNT): receivers refusing mail is how spam shows when it reaches few "
+                "addresses. WhmMailDeferFailHigh fires at whm:threshold:mail_defer_failures.",
+                [(f"topk(10, whm_user_mail_defer_failures{{{WIN}}})", "{{user}}")],
+                (0, 24, 8, 9),
                 instant=True,
+                options={"displayMode": "gradient", "orientation": "horizontal"},
+                links=[user_link()],
+            ),
+            _panel(
+                "timeseries",
+                "Sent, delivered, deferred, failed",
+                "Mail flow of the users chosen above, summed: messages sent, delivered, deferred "
+                "and failed in the window (emailtrack_user_stats, per message).",
+                [
+                    (f"sum(whm_user_mail_sent_messages{{{flow}}})", "sent"),
+                    (f"sum(whm_user_mail_delivered{{{flow}}})", "delivered"),
+                    (f"sum(whm_user_mail_deferrals{{{flow}}})", "deferred"),
+                    (f"sum(whm_user_mail_failures{{{flow}}})", "failed"),
+                ],
+                (8, 24, 16, 9),
+            ),
+            _table(
+                "Mail flow per user",
+                "Every user that sent mail in the window, most defer-failures first. Click a "
+                "user for its senders.",
+                "instance, user",
+                [
+                    (f"whm_user_mail_sent_messages{{{WIN}}}", "Sent", "short"),
+                    (f"whm_user_mail_delivered{{{WIN}}}", "Delivered", "short"),
+                    (f"whm_user_mail_deferrals{{{WIN}}}", "Deferred", "short"),
+                    (f"whm_user_mail_failures{{{WIN}}}", "Failed", "short"),
+                    (f"whm_user_mail_defer_failures{{{WIN}}}", "Defer-failures", "short"),
+                    (f"whm_user_mail_sent_bytes{{{WIN}}}", "Bytes sent", "bytes"),
+                ],
+                (0, 33, 24, 9),
+                sort_by="Defer-failures",
+                links=[user_link(table=True)],
+            ),
+            _table(
+                "cPanel limits reached",
+                "Users for whom cPanel's own per-hour limit tripped (max_emails_per_hour, "
+                "max_defer_fail): cPanel defers or refuses their mail. Click one for its senders.",
+                "instance, user, limit",
+                [(f"whm_user_mail_limit_reached{{{SEL}}} == 1", "Reached", "short")],
+                (0, 42, 12, 7),
+                hide=("Value",),
+                links=[user_link(table=True)],
+            ),
+            _table(
+                "Outgoing mail held or suspended",
+                "Users whose outgoing mail cPanel already holds or suspends (listaccts): it has "
+                "acted on them. Click one for its senders.",
+                "instance, user, state",
+                [
+                    (
+                        f'label_replace(whm_user_outgoing_mail_held{{{SEL}}} == 1, "state",'
+                        ' "held", "", "") or label_replace(whm_user_outgoing_mail_suspended'
+                        f'{{{SEL}}} == 1, "state", "suspended", "", "")',
+                        "Flag",
+                        "short",
+                    )
+                ],
+                (12, 42, 12, 7),
+                hide=("Value",),
+                links=[user_link(table=True)],
             ),
         ],
     )
 
 
 def exporter_health() -> dict[str, Any]:
+    variables = _variables(
+        _var_query(
+            "exporter_job",
+            "Exporter job",
+            "label_values(whm_exporter_build_info, job)",
+        )
+    )
+    rate = "[$__rate_interval]"
     return _dashboard(
         "whm-exporter-health",
         "WHM exporter health",
-        _variables(),
+        variables,
         [
             _panel(
                 "state-timeline",
                 "WHM up",
-                "1 when WHM answered and accepted the token in the probe (whm_up).",
+                "up when WHM answered and accepted the token since the previous probe (whm_up).",
                 [(f"whm_up{{{SEL}}}", "{{instance}}")],
                 (0, 0, 12, 7),
                 thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}],
+                defaults={"mappings": UP_MAPPINGS},
+            ),
+            _panel(
+                "state-timeline",
+                "Scrapes succeeding",
+                "Prometheus' own up, for the exporter's /metrics and for each /probe: down "
+                "means the scrape itself failed.",
+                [
+                    ('up{job=~"$exporter_job"}', "exporter {{instance}}"),
+                    (f"up{{{SEL}}}", "probe {{instance}}"),
+                ],
+                (12, 0, 12, 7),
+                thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}],
+                defaults={"mappings": UP_MAPPINGS},
             ),
             _panel(
                 "timeseries",
-                "Scrapes succeeding",
-                "Prometheus' own up: 0 means the exporter could not be scraped at all.",
-                [('up{job=~"$job"}', "{{job}} {{instance}}")],
-                (12, 0, 12, 7),
+                "Coverage",
+                "Items (an address's mailboxes, a user's senders, ...) by state: fresh "
+                "(answered since the previous probe), kept (answered earlier, within max_age), "
+                "missing (known, nothing to serve). Missing that stays up: the collection "
+                "cannot keep up.",
+                [
+                    (
+                        f"sum by (function, state) (whm_data_items{{{SEL}}})",
+                        "{{function}} {{state}}",
+                    )
+                ],
+                (0, 7, 12, 8),
+                defaults={"custom": {"stacking": {"mode": "normal"}, "fillOpacity": 20}},
+            ),
+            _panel(
+                "timeseries",
+                "Data age",
+                "Age of the oldest answer served, per function, and the age at which "
+                "WhmDataStale counts it as stale (whm:threshold:data_age_seconds).",
+                [
+                    (f"max by (function) (whm_data_age_seconds{{{SEL}}})", "{{function}}"),
+                    ("max(whm:threshold:data_age_seconds)", "stale from"),
+                ],
+                (12, 7, 12, 8),
+                unit="s",
             ),
             _panel(
                 "timeseries",
@@ -343,52 +637,115 @@ def exporter_health() -> dict[str, Any]:
                     (f"whm_probe_duration_seconds{{{SEL}}}", "{{instance}} duration"),
                     (f"whm_probe_timeout_seconds{{{SEL}}}", "{{instance}} timeout"),
                 ],
-                (0, 7, 12, 8),
+                (0, 15, 12, 8),
                 unit="s",
             ),
             _panel(
                 "timeseries",
                 "API errors by function and reason",
-                "Failed WHM calls per probe. auth: token refused; role_disabled: server profile; "
-                "protocol: unreadable answer; api: WHM said result 0.",
+                "Failed WHM calls since the previous probe. auth: token refused; role_disabled: "
+                "server profile; protocol: unreadable answer; api: WHM said result 0.",
                 [
                     (
                         f"sum by (function, reason) (whm_api_errors{{{SEL}}})",
                         "{{function}} {{reason}}",
                     )
                 ],
-                (12, 7, 12, 8),
+                (12, 15, 12, 8),
             ),
             _panel(
                 "timeseries",
-                "WHM calls per probe",
-                "WHM API calls made (or served from cache).",
-                [(f"sum by (function) (whm_api_calls{{{SEL}}})", "{{function}}")],
-                (0, 15, 12, 8),
+                "WHM API latency",
+                "Median and 95th percentile of each WHM function's call time, as the exporter "
+                "measures it (whm_exporter_api_request_duration_seconds on its /metrics).",
+                [
+                    (
+                        "histogram_quantile(0.5, sum by (le, function)"
+                        f" (rate(whm_exporter_api_request_duration_seconds_bucket{{{EXPORTER}}}"
+                        f"{rate})))",
+                        "{{function}} p50",
+                    ),
+                    (
+                        "histogram_quantile(0.95, sum by (le, function)"
+                        f" (rate(whm_exporter_api_request_duration_seconds_bucket{{{EXPORTER}}}"
+                        f"{rate})))",
+                        "{{function}} p95",
+                    ),
+                ],
+                (0, 23, 12, 8),
+                unit="s",
+            ),
+            _panel(
+                "timeseries",
+                "WHM API requests by outcome",
+                "WHM calls per second by outcome, from the exporter's /metrics "
+                "(whm_exporter_api_requests_total).",
+                [
+                    (
+                        "sum by (outcome)"
+                        f" (rate(whm_exporter_api_requests_total{{{EXPORTER}}}{rate}))",
+                        "{{outcome}}",
+                    )
+                ],
+                (12, 23, 12, 8),
+                unit="reqps",
+            ),
+            _panel(
+                "timeseries",
+                "WHM calls",
+                "WHM API calls answered since the previous probe, and calls cancelled (stop, "
+                "reload, shutdown).",
+                [
+                    (f"sum by (function) (whm_api_calls{{{SEL}}})", "{{function}}"),
+                    (
+                        f"sum by (function) (whm_api_calls_abandoned{{{SEL}}})",
+                        "{{function}} abandoned",
+                    ),
+                ],
+                (0, 31, 12, 8),
+            ),
+            _panel(
+                "timeseries",
+                "Probes by result",
+                "Probes per second by result, from the exporter's /metrics "
+                "(whm_exporter_probes_total).",
+                [
+                    (
+                        f"sum by (target, result) (rate(whm_exporter_probes_total{{{EXPORTER}}}"
+                        f"{rate}))",
+                        "{{target}} {{result}}",
+                    )
+                ],
+                (12, 31, 12, 8),
+                unit="reqps",
+            ),
+            _panel(
+                "timeseries",
+                "Discovery",
+                "cPanel users and email accounts being scraped, and whether a full discovery "
+                "pass has finished (1).",
+                [
+                    (f"whm_discovered_users{{{SEL}}}", "{{instance}} users"),
+                    (f"whm_discovered_accounts{{{SEL}}}", "{{instance}} accounts"),
+                    (f"whm_discovery_complete{{{SEL}}}", "{{instance}} complete"),
+                ],
+                (0, 39, 12, 8),
             ),
             _panel(
                 "timeseries",
                 "Series dropped",
                 "Series left out by folder filters, min_count and max_senders_per_user.",
                 [(f"sum by (metric) (whm_series_dropped{{{SEL}}})", "{{metric}}")],
-                (12, 15, 12, 8),
+                (12, 39, 12, 8),
             ),
             _panel(
                 "timeseries",
-                "Discovery",
-                "cPanel users and email accounts being scraped.",
-                [
-                    (f"whm_discovered_users{{{SEL}}}", "{{instance}} users"),
-                    (f"whm_discovered_accounts{{{SEL}}}", "{{instance}} accounts"),
-                ],
-                (0, 23, 12, 8),
-            ),
-            _panel(
-                "timeseries",
-                "Deadline exceeded",
-                "1 when a probe stopped at its deadline with calls unanswered.",
+                "Answered with work pending",
+                "1 when a probe answered before all its work was done: normal on a server too "
+                "big for one scrape (the collection goes on); Coverage and Data age say whether "
+                "it keeps up.",
                 [(f"whm_probe_deadline_exceeded{{{SEL}}}", "{{instance}}")],
-                (12, 23, 12, 8),
+                (0, 47, 24, 6),
             ),
         ],
     )

@@ -164,3 +164,32 @@ def test_flags_read_environment_variables() -> None:
         "debug",
     )
     assert cli.parse_args(["--web.listen-address=:1"], env={}).web_listen_address == ":1"
+
+
+@pytest.mark.parametrize(
+    ("url", "warned"),
+    [
+        ("http://whm1.example.com:2087", True),
+        ("http://203.0.113.10:2087", True),
+        ("http://[2001:db8::1]:2087", True),
+        ("https://whm1.example.com:2087", False),
+        ("http://127.0.0.1:2087", False),
+        ("http://127.8.9.10:2087", False),
+        ("http://localhost:2087", False),
+        ("http://[::1]:2087", False),
+    ],
+)
+def test_token_over_plain_http_to_another_host_is_warned(url: str, warned: bool) -> None:
+    loaded = build_config(
+        {"modules": {"m": {"token_env": "T"}}, "targets": {"t": {"url": url, "module": "m"}}},
+        {"T": TOKEN},
+    )
+    clear = [w for w in loaded.warnings if "unencrypted" in w]
+    assert clear == (
+        [
+            "targets.t.url: plain http:// to a host that is not loopback: the API"
+            " token travels unencrypted; use https://"
+        ]
+        if warned
+        else []
+    )

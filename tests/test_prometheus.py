@@ -1,16 +1,16 @@
 """The operations bundle against real Prometheus: promtool on the rules, then the Debian
 `prometheus` binary scraping the exporter (README's relabelling to /probe) which probes the
 simulator; every rule loads healthy, every dashboard query and variable returns data, and the
-outbound-spam alert picks the simulator's heavy sender."""
+alerts pick the simulator's heavy sender."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import re
+import runpy
 import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,79 @@ DATASET = Dataset(accounts=24, users=6, folders=5)
 HEAVY = DATASET.heavy_sender_address
 assert HEAVY is not None
 HEAVY_USER = DATASET.user_names[0]
+
+# The metrics the dashboards and rules use, as their queries name them. EXPECTED: the exporter
+# serves them to the test below, which requires every query on them to return data. PENDING:
+# being added to the exporter; queries on them must run, and each must have no data yet; when
+# one has, the test fails until it moves to EXPECTED (so no panel stays unchecked).
+EXPECTED = {
+    "up",
+    "whm_up",
+    "whm_probe_duration_seconds",
+    "whm_probe_timeout_seconds",
+    "whm_probe_deadline_exceeded",
+    "whm_api_calls",
+    "whm_api_errors",
+    "whm_discovered_users",
+    "whm_discovered_accounts",
+    "whm_mailbox_messages",
+    "whm_mailbox_size_bytes",
+    "whm_sender_unique_recipients",
+    "whm_user_unique_recipients",
+    "whm_series_dropped",
+    "whm_exporter_build_info",
+    "whm_exporter_probes_total",
+    "whm_exporter_api_requests_total",
+    "whm_exporter_api_request_duration_seconds_bucket",
+}
+PENDING = {
+    "whm_api_calls_abandoned",
+    "whm_discovery_complete",
+    "whm_data_items",
+    "whm_data_age_seconds",
+    "whm_user_outgoing_mail_held",
+    "whm_user_outgoing_mail_suspended",
+    "whm_account_disk_used_bytes",
+    "whm_account_quota_bytes",
+    "whm_user_mail_sent_messages",
+    "whm_user_mail_delivered",
+    "whm_user_mail_deferrals",
+    "whm_user_mail_failures",
+    "whm_user_mail_defer_failures",
+    "whm_user_mail_sent_bytes",
+    "whm_user_mail_limit_reached",
+}
+# Alerts the simulator's heavy sender (and its cPanel user) must trigger, once their metrics
+# are served; the metrics each needs.
+HEAVY_ALERTS = {
+    "WhmOutboundSpamSuspected": {"whm_sender_unique_recipients"},
+    "WhmMailLimitReached": {"whm_user_mail_limit_reached"},
+    "WhmMailDeferFailHigh": {"whm_user_mail_defer_failures"},
+}
+NAME = re.compile(r"\b(whm[_:][a-z0-9_:]+|up)\b")
+
+
+def _recorded() -> dict[str, set[str]]:
+    """Each recording rule's name and the metrics its expression names."""
+    return {
+        r["record"]: set(NAME.findall(r["expr"]))
+        for g in yaml.safe_load(RULES.read_text())["groups"]
+        for r in g["rules"]
+        if "record" in r
+    }
+
+
+def _metrics(expr: str) -> set[str]:
+    """The exporter's metrics a query depends on, through the recording rules it names."""
+    recorded = _recorded()
+    found: set[str] = set()
+    todo = set(NAME.findall(expr))
+    while todo:
+        name = todo.pop()
+        if name in recorded:
+            todo |= recorded[name] - found
+        found.add(name)
+    return found - set(recorded)
 
 
 def test_promtool_check_rules() -> None:
@@ -64,11 +137,72 @@ def test_promtool_rule_tests_cover_every_alert_both_ways() -> None:
 
 
 def test_dashboards_are_what_the_generator_writes() -> None:
-    sys.path.insert(0, str(ROOT / "grafana"))
-    import generate
+    # run_path: the script's globals, without importing it under a name another script shares.
+    generate = runpy.run_path(str(ROOT / "grafana" / "generate.py"))
+    for name, build in generate["DASHBOARDS"].items():
+        assert (ROOT / "grafana" / name).read_text() == generate["render"](build), name
 
-    for name, build in generate.DASHBOARDS.items():
-        assert (ROOT / "grafana" / name).read_text() == generate.render(build), name
+
+def _dashboard_queries() -> list[tuple[str, str]]:
+    """(where, expr) of every panel query and variable definition of every dashboard."""
+    found = []
+    for path in DASHBOARDS:
+        board = json.loads(path.read_text())
+        for var in board["templating"]["list"]:
+            if var.get("definition"):
+                found.append((f"{path.name}: variable {var['name']}", var["definition"]))
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                found.append((f"{path.name}: {panel['title']}", target["expr"]))
+    return found
+
+
+def test_every_metric_used_is_expected_or_pending() -> None:
+    rules = yaml.safe_load(RULES.read_text())["groups"]
+    exprs = [e for _, e in _dashboard_queries()] + [r["expr"] for g in rules for r in g["rules"]]
+    used = set().union(*(_metrics(e) for e in exprs))
+    assert used - EXPECTED - PENDING == set()
+    assert not EXPECTED & PENDING
+    # No threshold is a number in a panel: panels read the rules' whm:threshold:* series.
+    for where, expr in _dashboard_queries():
+        assert not re.search(r"\b500\b", expr), where
+    for path in DASHBOARDS:
+        board = json.loads(path.read_text())
+        for panel in board["panels"]:
+            steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+            assert all(s["value"] in (None, 0.8, 1) for s in steps), panel["title"]
+
+
+def test_tables_show_no_time_name_or_job_column_and_whm_up_is_mapped() -> None:
+    for path in DASHBOARDS:
+        for panel in json.loads(path.read_text())["panels"]:
+            if panel["type"] == "table":
+                organize = next(t for t in panel["transformations"] if t["id"] == "organize")
+                hidden = organize["options"]["excludeByName"]
+                assert {"Time", "__name__", "job"} <= {k for k, v in hidden.items() if v}
+            if any("whm_up" in t["expr"] for t in panel["targets"]):
+                mappings = panel["fieldConfig"]["defaults"]["mappings"]
+                assert mappings[0]["options"]["0"]["text"] == "down", panel["title"]
+
+
+def test_links_open_panels_that_exist_with_variables_that_exist() -> None:
+    boards = {json.loads(p.read_text())["uid"]: json.loads(p.read_text()) for p in DASHBOARDS}
+    linked = 0
+    for board in boards.values():
+        for panel in board["panels"]:
+            for link in panel["fieldConfig"]["defaults"].get("links", []):
+                match = re.fullmatch(r"/d/([\w-]+)/[\w-]+\?(.*)", link["url"])
+                assert match, link["url"]
+                target = boards[match[1]]
+                names = {v["name"] for v in target["templating"]["list"]}
+                params = re.findall(r"var-(\w+)=", link["url"]) + re.findall(
+                    r"\$\{(\w+):queryparam\}", link["url"]
+                )
+                assert set(params) <= names, (panel["title"], set(params) - names)
+                table = panel["type"] == "table"
+                assert ("__data.fields" in link["url"]) == table, panel["title"]
+                linked += 1
+    assert linked >= 8
 
 
 def test_dashboards_have_a_datasource_variable_and_describe_every_panel() -> None:
@@ -184,13 +318,14 @@ async def prometheus(start_whm, start_exporter, tmp_path: Path) -> AsyncIterator
 def _fill(expr: str) -> str:
     """A dashboard query with its variables filled as a user would pick them."""
     values = {
+        "$__rate_interval": "1m",
+        "$exporter_job": "whm-exporter",
         "$job": "whm",
         "$instance": "demo",
         "$user": HEAVY_USER,
         "$account": HEAVY or "",
+        "$sender": HEAVY or "",
         "$window": "1h",
-        "$threshold": "500",
-        "$__rate_interval": "1m",
     }
     for var, val in values.items():
         expr = expr.replace(var, val)
@@ -212,18 +347,47 @@ async def test_real_prometheus_scrapes_evaluates_and_answers_every_dashboard_que
     assert health
     assert set(health.values()) == {"ok"}, health
 
-    spam = await prometheus.wait_for('ALERTS{alertname="WhmOutboundSpamSuspected"}')
+    for alert, needs in HEAVY_ALERTS.items():
+        if needs <= EXPECTED:
+            found = await prometheus.wait_for(f'ALERTS{{alertname="{alert}"}}')
+            assert {a["metric"]["user"] for a in found} == {HEAVY_USER}, alert
+    spam = await prometheus.query('ALERTS{alertname="WhmOutboundSpamSuspected"}')
     assert {(a["metric"]["user"], a["metric"]["sender"]) for a in spam} == {(HEAVY_USER, HEAVY)}
 
+    for name in sorted(PENDING):
+        assert not await prometheus.query(f"count({name})"), f"{name} has data: move it to EXPECTED"
+    for where, expr in _dashboard_queries():
+        result = await _answer(prometheus, expr)
+        # Queries over rate() need two scrapes of the exporter inside their window: give them
+        # the time a dashboard user would.
+        for _ in range(40):
+            if result or not _metrics(expr) <= EXPECTED:
+                break
+            await asyncio.sleep(0.25)
+            result = await _answer(prometheus, expr)
+        if _metrics(expr) <= EXPECTED:
+            assert result, f"{where}: {expr} returned nothing"
+
+    # A table of several queries shows one row per label set: each query must give the same
+    # label sets (no metric name among them), or Grafana's merge leaves one row per query.
     for path in DASHBOARDS:
-        board = json.loads(path.read_text())
-        for var in board["templating"]["list"]:
-            match = re.fullmatch(r"label_values\((.*), (\w+)\)", var.get("definition", ""))
-            if match:
-                selector, label = _fill(match[1]), match[2]
-                values = await prometheus.api(f"label/{label}/values", **{"match[]": selector})
-                assert values, f"{path.name}: variable {var['name']} has no values"
-        for panel in board["panels"]:
-            for target in panel["targets"]:
-                result = await prometheus.query(_fill(target["expr"]))
-                assert result, f"{path.name}: {panel['title']}: {target['expr']} returned nothing"
+        for panel in json.loads(path.read_text())["panels"]:
+            exprs = [target["expr"] for target in panel["targets"]]
+            if panel["type"] != "table" or not all(_metrics(e) <= EXPECTED for e in exprs):
+                continue
+            rows = [
+                {frozenset(r["metric"].items()) for r in await prometheus.query(_fill(e))}
+                for e in exprs
+            ]
+            assert all(r == rows[0] for r in rows), panel["title"]
+            assert not any("__name__" in dict(row) for row in rows[0]), panel["title"]
+
+
+async def _answer(prometheus: Prometheus, expr: str) -> list[Any]:
+    """What Grafana would get for a panel query or a label_values() variable."""
+    match = re.fullmatch(r"label_values\((.*), (\w+)\)", expr)
+    if match:
+        selector, label = _fill(match[1]), match[2]
+        values: list[Any] = await prometheus.api(f"label/{label}/values", **{"match[]": selector})
+        return values
+    return await prometheus.query(_fill(expr))

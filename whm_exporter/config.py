@@ -7,6 +7,7 @@ here, once per load, and are only ever held as :class:`pydantic.SecretStr`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -230,6 +231,19 @@ def _read_secret(name: str, module: ModuleConfig, env: Mapping[str, str]) -> tup
     return value, ""
 
 
+def _token_in_clear(url: str) -> bool:
+    """A plain http:// URL to a host off this machine: the token would cross the network in clear
+    text. Loopback (the simulator, an SSH tunnel) is fine."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme != "http" or host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
 def build_config(data: object, env: Mapping[str, str] | None = None) -> Loaded:
     """Validate a parsed YAML document and resolve its tokens."""
     if data is None:
@@ -254,6 +268,12 @@ def build_config(data: object, env: Mapping[str, str] | None = None) -> Loaded:
             )
         if module.tls.insecure_skip_verify:
             warnings.append(f"modules.{name}.tls.insecure_skip_verify: TLS is not verified")
+    for name, target in config.targets.items():
+        if _token_in_clear(target.url):
+            warnings.append(
+                f"targets.{name}.url: plain http:// to a host that is not loopback:"
+                " the API token travels unencrypted; use https://"
+            )
     if problems:
         raise ConfigError(problems)
     return Loaded(config, warnings)
