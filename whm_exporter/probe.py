@@ -100,7 +100,10 @@ def snapshot(
         deadline_exceeded=pending,
         calls=dict(tally.calls),
         errors=dict(tally.errors),
-        abandoned=dict(tally.abandoned),
+        # Every function at zero, so rate() and alerts work before the first cancel.
+        abandoned={
+            f: tally.abandoned[f] for f in {*tally.abandoned, *(f for f, _ in served.items)}
+        },
         discovered_users=len(state.accounts),
         discovered_accounts=sum(len(a) for a in state.accounts.values()),
         discovery_complete=discovery_done,
