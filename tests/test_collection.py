@@ -223,9 +223,13 @@ async def test_calls_cancelled_at_shutdown_are_counted_as_abandoned(
     await whm.sim.stats.called.wait()
     running.exporter.cancel_probes()
     found = await probe
-    # The per-user totals and listaccts were in flight.
-    abandoned = series(found, "whm_api_calls_abandoned")
-    assert sum(abandoned.values()) == 2
+    # The per-user totals, the mail flow and listaccts were in flight.
+    abandoned = {
+        dict(k)["function"]: v for k, v in series(found, "whm_api_calls_abandoned").items()
+    }
+    in_flight = {"listaccts", "emailtrack_user_stats", "get_unique_sender_recipient_count_per_user"}
+    assert {f for f, n in abandoned.items() if n} == in_flight
+    assert sum(abandoned.values()) == 3
     assert value(found, "whm_probe_deadline_exceeded") == 1
 
 

@@ -10,7 +10,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from whm_exporter.exposition import probe_registry, render_text
 from whm_exporter.metrics import families
-from whm_exporter.snapshot import MailboxSample, SenderSample, Snapshot, UserSample
+from whm_exporter.snapshot import (
+    DiskSample,
+    LimitSample,
+    MailboxSample,
+    MailFlowSample,
+    SenderSample,
+    Snapshot,
+    UserFlags,
+    UserSample,
+)
 
 HOSTILE = ['quote"d', "back\\slash", "new\nline", "ünïcødé ✉", "trailing\\", ""]
 
@@ -34,6 +43,10 @@ def snapshot() -> Snapshot:
         ],
         senders=[SenderSample("bob", name or "x", "1h", 600) for name in HOSTILE],
         user_totals=[UserSample("bob", "1h", 7)],
+        mail_flow=[MailFlowSample("bob", "1h", 14, 14, 0, 0, 1, 27444)],
+        limits=[LimitSample("bob", "max_emails_per_hour", True)],
+        user_flags=[UserFlags("bob", held=True, suspended=False)],
+        disk=[DiskSample("bob", "a@x", 483, None), DiskSample("bob", "b@x", 10, 2**30)],
         dropped={"whm_sender_unique_recipients": 4},
         log=[],
     )

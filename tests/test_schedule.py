@@ -9,17 +9,20 @@ from conftest import loaded
 
 from whm_exporter.collect import schedule
 from whm_exporter.collect.calls import MAILBOX_LIST, Kept
-from whm_exporter.collect.state import Item, Kind, ListedUser, Stage, TargetState
+from whm_exporter.collect.state import Addresses, Item, Kind, Stage, TargetState
 from whm_exporter.probe import snapshot
+from whm_exporter.whm.parse import Account
 
-USERS = {u: ListedUser(u) for u in ("alice", "bob", "carol")}
+USERS = {u: Account(u, suspended=False) for u in ("alice", "bob", "carol")}
 POPS = {"alice": ("a1@x", "a2@x"), "bob": ("b1@x",), "carol": ("c1@x",)}
 
 
 def state_for(
     explicit: dict[str, tuple[str, ...]] | None = None, *, learned: bool = True, **module: Any
 ) -> TargetState:
-    """A target's state; ``learned``: the mailbox function is known (no one-at-a-time start)."""
+    """A target's state; ``learned``: the mailbox function is known (no one-at-a-time start).
+    Mail flow is off unless asked: most of these tests are about the other items."""
+    module.setdefault("mail_flow", {"enabled": False})
     document = {"modules": {"default": {"token": "x", **module}}}
     config = loaded(document).config
     state = TargetState(config.modules["default"], explicit or {})
@@ -45,7 +48,7 @@ def discovered(state: TargetState, now: float, pops: dict[str, tuple[str, ...]] 
     assert state.listaccts is not None
     answer(state, state.listaccts, dict(USERS), now)
     for user, addresses in pops.items():
-        answer(state, state.pops[user], addresses, now)
+        answer(state, state.pops[user], Addresses(addresses), now)
 
 
 def order(state: TargetState, now: float, refresh: dict[Kind, float]) -> list[tuple[str, str, str]]:
@@ -255,7 +258,7 @@ def test_users_and_addresses_gone_from_discovery_are_dropped_with_their_items() 
     assert ("alice", "a2@x") in state.mailboxes
     in_flight = state.mailboxes[("alice", "a1@x")]
     state.start(in_flight, 2.0, urgent=False)
-    answer(state, state.pops["alice"], ("a2@x",), 3.0)
+    answer(state, state.pops["alice"], Addresses(("a2@x",)), 3.0)
     assert ("alice", "a1@x") not in state.mailboxes
     # The call in flight for the dropped address lands nowhere.
     state.answered(in_flight, Kept(()), 4.0)
@@ -273,7 +276,7 @@ def test_users_and_addresses_gone_from_discovery_are_dropped_with_their_items() 
 def test_listaccts_filters_suspended_and_excluded_users() -> None:
     state = state_for(discovery={"exclude_users": ["bob"]})
     assert state.listaccts is not None
-    users = {**USERS, "eve": ListedUser("eve", suspended=True)}
+    users = {**USERS, "eve": Account("eve", suspended=True)}
     answer(state, state.listaccts, users, 1.0)
     assert set(state.accounts) == {"alice", "carol"}
     # Main mailboxes are known at once; the addresses when list_pops_for answers.

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Field,
     PrivateAttr,
@@ -73,6 +74,9 @@ class TLSConfig(StrictModel):
 
 class DiscoveryConfig(StrictModel):
     enabled: bool = True
+    # list_pops_with_disk (Email::list_pops_with_disk through uapi_cpanel, one call per user as
+    # well) adds each address's disk use and quota.
+    function: Literal["list_pops_for", "list_pops_with_disk"] = "list_pops_for"
     refresh: Duration = 600.0
     include_users: Patterns = ()
     exclude_users: Patterns = ()
@@ -95,9 +99,21 @@ class MailboxesConfig(StrictModel):
     max_age: Duration = 3600.0
 
 
+def _distinct(windows: tuple[Window, ...]) -> tuple[Window, ...]:
+    labels = [w.label for w in windows]
+    if len(set(labels)) != len(labels):
+        raise ValueError("windows must be distinct")
+    return windows
+
+
+Windows = Annotated[
+    tuple[Annotated[Window, BeforeValidator(_window)], ...], AfterValidator(_distinct)
+]
+
+
 class UniqueRecipientsConfig(StrictModel):
     enabled: bool = True
-    windows: tuple[Annotated[Window, BeforeValidator(_window)], ...] = (Window("1h", 3600.0),)
+    windows: Windows = (Window("1h", 3600.0),)
     end_time_lag: Duration = 60.0
     per_user_totals: bool = True
     min_count: int = Field(default=1, ge=0)
@@ -109,13 +125,18 @@ class UniqueRecipientsConfig(StrictModel):
     refresh: Duration = 0.0
     max_age: Duration = 3600.0
 
-    @field_validator("windows")
-    @classmethod
-    def _distinct_windows(cls, windows: tuple[Window, ...]) -> tuple[Window, ...]:
-        labels = [w.label for w in windows]
-        if len(set(labels)) != len(labels):
-            raise ValueError("windows must be distinct")
-        return windows
+
+class MailFlowConfig(StrictModel):
+    """emailtrack_user_stats: one call per window for the whole server."""
+
+    enabled: bool = True
+    windows: Windows = (Window("1h", 3600.0),)
+    # Absent from the call when "all" (emailtrack_user_stats: deliverytype).
+    delivery_type: Literal["all", "remote", "remote-or-faildefer", "local"] = "all"
+    # Users at or above this (or past a cPanel limit) get their senders asked first.
+    defer_fail_threshold: int = Field(default=50, ge=0)
+    refresh: Duration = 0.0
+    max_age: Duration = 3600.0
 
 
 # Keys of earlier versions and what replaced them: named in the error instead of "unknown key".
@@ -140,6 +161,7 @@ class ModuleConfig(StrictModel):
     discovery: DiscoveryConfig = DiscoveryConfig()
     mailboxes: MailboxesConfig = MailboxesConfig()
     unique_recipients: UniqueRecipientsConfig = UniqueRecipientsConfig()
+    mail_flow: MailFlowConfig = MailFlowConfig()
 
     _secret: SecretStr = PrivateAttr(default=SecretStr(""))
 

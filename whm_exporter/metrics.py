@@ -128,12 +128,80 @@ def families(s: Snapshot) -> list[Family]:
             ("user", "window"),
             [((u.user, u.window), u.count) for u in s.user_totals],
         ),
+        *_mail_flow(s),
+        Family(
+            "whm_user_mail_limit_reached",
+            "1 when cPanel's per-hour limit tripped for the user (REACHED_MAXEMAILS,"
+            " REACHED_MAXDEFERFAIL of emailtrack_user_stats, shortest window).",
+            ("user", "limit"),
+            [((x.user, x.limit), int(x.reached)) for x in s.limits],
+        ),
+        Family(
+            "whm_user_outgoing_mail_held",
+            "1 when cPanel holds the user's outgoing mail in the queue (listaccts).",
+            ("user",),
+            [((f.user,), int(f.held)) for f in s.user_flags],
+        ),
+        Family(
+            "whm_user_outgoing_mail_suspended",
+            "1 when cPanel suspends the user's outgoing mail (listaccts).",
+            ("user",),
+            [((f.user,), int(f.suspended)) for f in s.user_flags],
+        ),
+        Family(
+            "whm_account_disk_used_bytes",
+            "Disk space the email account uses (list_pops_with_disk), in bytes.",
+            ("user", "account"),
+            [((d.user, d.account), d.used) for d in s.disk],
+        ),
+        Family(
+            "whm_account_quota_bytes",
+            "The email account's disk quota, in bytes; absent when unlimited.",
+            ("user", "account"),
+            [((d.user, d.account), d.quota) for d in s.disk if d.quota is not None],
+        ),
         Family(
             "whm_series_dropped",
             "Series left out by folder filters, min_count or max_senders_per_user.",
             ("metric",),
             [((m,), n) for m, n in sorted(s.dropped.items())],
         ),
+    ]
+
+
+# emailtrack_user_stats counters: (metric, help, MailFlowSample field).
+_MAIL_FLOW = (
+    ("whm_user_mail_sent_messages", "Messages the user sent in the window (SENDCOUNT).", "sent"),
+    (
+        "whm_user_mail_delivered",
+        "Successful deliveries in the window, one per recipient (SUCCESSCOUNT).",
+        "delivered",
+    ),
+    ("whm_user_mail_deferrals", "Deferral events in the window (DEFERCOUNT).", "deferrals"),
+    (
+        "whm_user_mail_failures",
+        "Failed deliveries in the window, one per recipient (FAILCOUNT).",
+        "failures",
+    ),
+    (
+        "whm_user_mail_defer_failures",
+        "Messages deferred and then failed in the window (DEFERFAILCOUNT).",
+        "defer_failures",
+    ),
+    ("whm_user_mail_sent_bytes", "Bytes the user sent in the window (TOTALSIZE).", "sent_bytes"),
+)
+
+
+def _mail_flow(s: Snapshot) -> list[Family]:
+    labels = [(f.user, f.window) for f in s.mail_flow]
+    return [
+        Family(
+            name,
+            text,
+            ("user", "window"),
+            [(k, getattr(f, field)) for k, f in zip(labels, s.mail_flow, strict=True)],
+        )
+        for name, text, field in _MAIL_FLOW
     ]
 
 

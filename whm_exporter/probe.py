@@ -7,14 +7,25 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import chain
 from typing import Any
 
 from whm_exporter.collect.calls import MAILBOX_LIST, Kept
 from whm_exporter.collect.state import Item, Kind, TargetState
-from whm_exporter.snapshot import MailboxSample, SenderSample, Snapshot, UserSample
+from whm_exporter.config import ModuleConfig
+from whm_exporter.snapshot import (
+    DiskSample,
+    LimitSample,
+    MailboxSample,
+    MailFlowSample,
+    SenderSample,
+    Snapshot,
+    UserFlags,
+    UserSample,
+)
 from whm_exporter.target import Target
+from whm_exporter.whm.parse import Account
 
 log = logging.getLogger("whm_exporter.probe")
 STATES = ("fresh", "kept", "missing")
@@ -63,20 +74,32 @@ def snapshot(
     module = state.module
     served = _Served(now, state.last_served)
     state.last_served = now
-    forever = float("inf")
+    # WHM's server-wide answers count every user of the server; serve those this target
+    # scrapes (filters and skip_suspended apply to them too).
+    users = state.accounts
+    listed: dict[str, Account] = {}
+    disk: list[DiskSample] = []
     discovery_done = True
     if state.listaccts is not None:
-        served.take([state.listaccts], Kind.LISTACCTS.value, forever)
-        served.take(state.pops.values(), Kind.POPS.value, forever)
-        pops_done = all(p.answer is not None for p in state.pops.values())
-        discovery_done = state.listaccts.answer is not None and pops_done
+        forever = float("inf")
+        listed = next(iter(served.take([state.listaccts], Kind.LISTACCTS.value, forever)), {})
+        pops = served.take(state.pops.values(), module.discovery.function, forever)
+        discovery_done = state.listaccts.answer is not None and len(pops) == len(state.pops)
+        disk = [
+            DiskSample(
+                user, mailbox.address if not mailbox.main else user, mailbox.used, mailbox.quota
+            )
+            for user, item in state.pops.items()
+            if item.answer is not None and now - item.answered_at <= module.mailboxes.max_age
+            for mailbox in item.answer.disk
+            if (mailbox.address if not mailbox.main else user) in users[user]
+        ]
     dropped: Counter[str] = Counter()
     mailboxes: list[Kept[MailboxSample]] = []
     if module.mailboxes.enabled:
         function = state.mailbox_function or MAILBOX_LIST
         mailboxes = served.take(state.mailboxes.values(), function, module.mailboxes.max_age)
-        folders_dropped = sum(k.dropped for k in mailboxes)
-        if folders_dropped:
+        if folders_dropped := sum(k.dropped for k in mailboxes):
             dropped["whm_mailbox_messages"] = dropped["whm_mailbox_size_bytes"] = folders_dropped
     recipients = module.unique_recipients
     senders: list[Kept[SenderSample]] = []
@@ -85,12 +108,33 @@ def snapshot(
         senders = served.take(state.senders.values(), Kind.SENDERS.value, recipients.max_age)
         if senders_dropped := sum(k.dropped for k in senders):
             dropped["whm_sender_unique_recipients"] = senders_dropped
-        users = state.accounts
         for item in state.totals.values():
-            # WHM counts every user of the server; keep those this target scrapes (filters and
-            # skip_suspended apply to the totals too).
             for counts in served.take([item], Kind.TOTALS.value, recipients.max_age):
                 totals += [UserSample(u, item.subject, n) for u, n in counts.items() if u in users]
+    flows: list[MailFlowSample] = []
+    limits: dict[str, tuple[LimitSample, LimitSample]] = {}
+    # cPanel's limits are per hour: the flags come from the shortest window.
+    for flow in sorted(state.mail_flow.values(), key=_window_seconds(module), reverse=True):
+        for records in served.take([flow], Kind.MAIL_FLOW.value, module.mail_flow.max_age):
+            for r in records.values():
+                if r.user not in users:
+                    continue
+                flows.append(
+                    MailFlowSample(
+                        r.user,
+                        flow.subject,
+                        r.sent,
+                        r.delivered,
+                        r.deferrals,
+                        r.failures,
+                        r.defer_failures,
+                        r.sent_bytes,
+                    )
+                )
+                limits[r.user] = (
+                    LimitSample(r.user, "max_emails_per_hour", r.reached_max_emails),
+                    LimitSample(r.user, "max_defer_fail", r.reached_max_defer_fail),
+                )
     _warn_when_slow(name, state, served.expired)
     tally = state.take_tally()
     return Snapshot(
@@ -104,17 +148,30 @@ def snapshot(
         abandoned={
             f: tally.abandoned[f] for f in {*tally.abandoned, *(f for f, _ in served.items)}
         },
-        discovered_users=len(state.accounts),
-        discovered_accounts=sum(len(a) for a in state.accounts.values()),
+        discovered_users=len(users),
+        discovered_accounts=sum(len(a) for a in users.values()),
         discovery_complete=discovery_done,
         items=dict(served.items),
         data_age=served.age,
         mailboxes=list(chain.from_iterable(k.records for k in mailboxes)),
         senders=list(chain.from_iterable(k.records for k in senders)),
         user_totals=sorted(totals, key=lambda t: (t.user, t.window)),
+        mail_flow=sorted(flows, key=lambda f: (f.user, f.window)),
+        limits=[s for user in sorted(limits) for s in limits[user]],
+        user_flags=[
+            UserFlags(u, a.outgoing_held, a.outgoing_suspended)
+            for u, a in sorted(listed.items())
+            if u in users
+        ],
+        disk=disk,
         dropped=dict(dropped),
         log=list(tally.log),
     )
+
+
+def _window_seconds(module: ModuleConfig) -> Callable[[Item[Any]], float]:
+    seconds = {w.label: w.seconds for w in module.mail_flow.windows}
+    return lambda item: seconds[item.subject]
 
 
 def _warn_when_slow(name: str, state: TargetState, expired: int) -> None:

@@ -32,6 +32,46 @@ class UserSample:
 
 
 @dataclass(frozen=True, slots=True)
+class MailFlowSample:
+    """emailtrack_user_stats for one user and window; ``limits``: cPanel limits reached."""
+
+    user: str
+    window: str
+    sent: int
+    delivered: int
+    deferrals: int
+    failures: int
+    defer_failures: int
+    sent_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSample:
+    user: str
+    limit: str
+    reached: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UserFlags:
+    """What cPanel already did to a user's outgoing mail (listaccts)."""
+
+    user: str
+    held: bool
+    suspended: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DiskSample:
+    """An address's disk use and quota (None: unlimited), from list_pops_with_disk."""
+
+    user: str
+    account: str
+    used: int
+    quota: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class CallRecord:
     """One WHM call as the debug page shows it. ``outcome`` is success, a reason, or
     abandoned."""
@@ -64,5 +104,9 @@ class Snapshot:
     mailboxes: Sequence[MailboxSample]
     senders: Sequence[SenderSample]
     user_totals: Sequence[UserSample]
+    mail_flow: Sequence[MailFlowSample]
+    limits: Sequence[LimitSample]
+    user_flags: Sequence[UserFlags]
+    disk: Sequence[DiskSample]
     dropped: Mapping[str, int]
     log: Sequence[CallRecord]

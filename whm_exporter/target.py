@@ -16,11 +16,8 @@ from whm_exporter.whm.client import CallObserver, WHMClient, new_session
 def shapes_state(a: ModuleConfig, b: ModuleConfig) -> bool:
     """Whether two modules collect the same items the same way, so that what one learned
     serves the other (a new token, timeout or bound keeps the state)."""
-    return (a.discovery, a.mailboxes, a.unique_recipients) == (
-        b.discovery,
-        b.mailboxes,
-        b.unique_recipients,
-    )
+    sections = ("discovery", "mailboxes", "unique_recipients", "mail_flow")
+    return all(getattr(a, k) == getattr(b, k) for k in sections)
 
 
 class Target:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from whm_exporter.collect.state import Item, Kind, ListedUser, TargetState
+from whm_exporter.collect.state import Addresses, Item, Kind, TargetState
 from whm_exporter.limits import selected, top_senders
 from whm_exporter.snapshot import MailboxSample, SenderSample
 from whm_exporter.whm import parse
@@ -34,38 +34,77 @@ class Kept(Generic[R]):
     dropped: int = 0
 
 
+# What a good answer still had wrong (records refused, a list cut short): reported, not fatal.
+Problems = list[WHMError]
+
+
 @dataclass(frozen=True, slots=True)
 class Call:
+    # The name metrics and logs use: the WHM function, or the UAPI one behind uapi_cpanel.
     function: str
     # What the debug page and the log name: an address, "user window", or nothing.
     subject: str
     params: Mapping[str, str | int]
-    keep: Callable[[Any, float], None]
+    keep: Callable[[Any, float], Problems | None]
+    # The WHM API 1 function in the URL, when it is not ``function``.
+    whm_function: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.whm_function or self.function
 
 
-def time_range(state: TargetState, window: str, wall: float) -> dict[str, str | int]:
-    """``start_time``/``end_time`` for a window. WHM refuses an ``end_time`` ahead of its own
-    clock (get_unique_recipient_count_per_sender_for_user: "The end_time parameter cannot be
-    greater than the current time"): stay ``end_time_lag`` behind ours."""
-    cfg = state.module.unique_recipients
-    seconds = next(w.seconds for w in cfg.windows if w.label == window)
-    end = int(wall - cfg.end_time_lag)
-    return {"start_time": end - int(seconds), "end_time": end}
+def time_range(
+    state: TargetState,
+    window: str,
+    wall: float,
+    names: tuple[str, str] = ("start_time", "end_time"),
+) -> dict[str, str | int]:
+    """Start and end of a window. WHM refuses an end ahead of its own clock
+    (get_unique_recipient_count_per_sender_for_user: "The end_time parameter cannot be greater
+    than the current time"): stay ``end_time_lag`` behind ours, for every windowed call."""
+    module = state.module
+    windows = (*module.unique_recipients.windows, *module.mail_flow.windows)
+    seconds = next(w.seconds for w in windows if w.label == window)
+    end = int(wall - module.unique_recipients.end_time_lag)
+    return {names[0]: end - int(seconds), names[1]: end}
 
 
 def plan(item: Item[Any], state: TargetState, wall: float) -> Call:
     """The call that answers ``item`` now (``wall``: the time of day, for windows)."""
     match item.kind:
         case Kind.LISTACCTS:
+            want = "user,suspended,outgoing_mail_hold,outgoing_mail_suspended"
+            return Call("listaccts", "", {"want": want}, lambda b, now: _listed(state, b, now))
+        case Kind.POPS if state.module.discovery.function == "list_pops_with_disk":
             return Call(
-                "listaccts", "", {"want": "user,suspended"}, lambda b, now: _listed(state, b, now)
+                "list_pops_with_disk",
+                item.user,
+                {
+                    "cpanel.user": item.user,
+                    "cpanel.module": "Email",
+                    "cpanel.function": "list_pops_with_disk",
+                },
+                lambda b, now: _with_disk(state, item, b, now),
+                whm_function="uapi_cpanel",
             )
         case Kind.POPS:
             return Call(
                 "list_pops_for",
                 item.user,
                 {"user": item.user},
-                lambda b, now: state.answered(item, tuple(sorted(parse.pops(b))), now),
+                lambda b, now: state.answered(item, Addresses(tuple(sorted(parse.pops(b)))), now),
+            )
+        case Kind.MAIL_FLOW:
+            params = time_range(state, item.subject, wall, ("starttime", "endtime"))
+            delivery = state.module.mail_flow.delivery_type
+            if delivery != "all":
+                params["deliverytype"] = delivery
+            return Call(
+                "emailtrack_user_stats",
+                item.subject,
+                params,
+                lambda b, now: _mail_flow(state, item, b, now),
             )
         case Kind.TOTALS:
             return Call(
@@ -105,9 +144,25 @@ def fallback(state: TargetState, call: Call, err: WHMError) -> bool:
 
 
 def _listed(state: TargetState, body: object, now: float) -> None:
-    users = {a.user: ListedUser(a.user, a.suspended) for a in parse.accounts(body)}
+    users = {a.user: a for a in parse.accounts(body)}
     assert state.listaccts is not None
     state.answered(state.listaccts, users, now)
+
+
+def _with_disk(state: TargetState, item: Item[Any], body: object, now: float) -> None:
+    mailboxes = parse.pops_with_disk(body)
+    addresses = tuple(sorted(m.address for m in mailboxes if not m.main))
+    state.answered(item, Addresses(addresses, tuple(mailboxes)), now)
+
+
+def _mail_flow(state: TargetState, item: Item[Any], body: object, now: float) -> Problems:
+    answer = parse.mail_flow(body)
+    state.answered(item, {r.user: r for r in answer.records}, now)
+    problems = [WHMError("protocol", f"record refused: {bad}") for bad in answer.bad_records]
+    if answer.overflowed:
+        # emailtrack_user_stats marks a list it cut short: the users beyond it are missing.
+        problems.append(WHMError("api", "partial answer: WHM cut the record list (overflowed)"))
+    return problems
 
 
 def _senders(state: TargetState, item: Item[Any], body: object, now: float) -> None:

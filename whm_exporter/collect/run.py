@@ -175,8 +175,8 @@ class Collection:
         while True:
             started = self._clock()
             try:
-                body = await self._client().call(call.function, call.params)
-                call.keep(body, self._clock())
+                body = await self._client().call(call.endpoint, call.params)
+                problems = call.keep(body, self._clock()) or []
             except asyncio.CancelledError:
                 self.state.abandon(call.function)
                 self._record(call, started, "abandoned", "the collection was stopped")
@@ -193,22 +193,35 @@ class Collection:
                 self._record(call, started, "protocol", f"unexpected {type(err).__name__}")
                 return False
             self._record(call, started, "success")
+            for problem in problems:
+                self._record(call, started, problem.reason, problem.detail, part=True)
             return True
 
-    def _record(self, call: calls.Call, started: float, outcome: str, detail: str = "") -> None:
+    def _record(
+        self,
+        call: calls.Call,
+        started: float,
+        outcome: str,
+        detail: str = "",
+        *,
+        part: bool = False,
+    ) -> None:
+        """A call's outcome, or (``part``) something wrong inside an answer that was kept."""
         seconds = self._clock() - started
         if outcome == "abandoned":
             self.state.tally.log.append(CallRecord(call.function, call.subject, seconds, outcome))
             return
-        self.call_seconds = (
-            seconds
-            if self.call_seconds is None
-            else self.call_seconds + _SMOOTHING * (seconds - self.call_seconds)
-        )
+        if not part:
+            self.call_seconds = (
+                seconds
+                if self.call_seconds is None
+                else self.call_seconds + _SMOOTHING * (seconds - self.call_seconds)
+            )
         first = (call.function, outcome) not in self.state.tally.errors
         self.state.record(
             CallRecord(call.function, call.subject, seconds, outcome, detail),
             answered=outcome in ANSWERED,
+            call_ended=not part,
         )
         if outcome != "success":
             # One warning per function and reason per probe; the rest are for the debug page.

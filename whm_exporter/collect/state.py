@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 from whm_exporter.config import ModuleConfig
 from whm_exporter.limits import selected
 from whm_exporter.snapshot import CallRecord
+from whm_exporter.whm.parse import Account, Mailbox, MailFlow
 
 A = TypeVar("A")
 # The debug page shows the calls since the previous probe; a stalled Prometheus must not make
@@ -99,13 +100,11 @@ class Lane:
 
 
 @dataclass(frozen=True, slots=True)
-class ListedUser:
-    """A cPanel user as listaccts gives it, with what cPanel already did to its outgoing mail."""
+class Addresses:
+    """A user's addresses from discovery and, with list_pops_with_disk, their disk use."""
 
-    user: str
-    suspended: bool = False
-    outgoing_held: bool = False
-    outgoing_suspended: bool = False
+    addresses: tuple[str, ...]
+    disk: tuple[Mailbox, ...] = ()
 
 
 @dataclass(slots=True)
@@ -133,10 +132,10 @@ class TargetState:
         # biggest first; each is also in its own lane.
         self.hot: OrderedDict[Item[Any], None] = OrderedDict()
         self.server_wide: list[Item[Any]] = []
-        self.listaccts: Item[dict[str, ListedUser]] | None = None
-        self.pops: dict[str, Item[tuple[str, ...]]] = {}
+        self.listaccts: Item[dict[str, Account]] | None = None
+        self.pops: dict[str, Item[Addresses]] = {}
         self.totals: dict[str, Item[dict[str, int]]] = {}
-        self.mail_flow: dict[str, Item[Any]] = {}
+        self.mail_flow: dict[str, Item[dict[str, MailFlow]]] = {}
         self.senders: dict[tuple[str, str], Item[Any]] = {}
         self.mailboxes: dict[tuple[str, str], Item[Any]] = {}
         # The users scraped and their accounts (explicit, discovered, main mailbox).
@@ -163,7 +162,10 @@ class TargetState:
             # Server-wide items wait in no lane: the scheduler looks at each of them first.
             for window in recipients.windows:
                 self.totals[window.label] = Item(Kind.TOTALS, "", window.label)
-        self.server_wide = list(self.totals.values())
+        if m.mail_flow.enabled:
+            for window in m.mail_flow.windows:
+                self.mail_flow[window.label] = Item(Kind.MAIL_FLOW, "", window.label)
+        self.server_wide = [*self.totals.values(), *self.mail_flow.values()]
         if m.discovery.enabled:
             self.listaccts = self._new(Kind.LISTACCTS)
         for user in self.explicit:
@@ -174,7 +176,7 @@ class TargetState:
         self.lanes[(kind, Stage.NEW)].append(item)
         return item
 
-    def _listed(self, item: Item[dict[str, ListedUser]], users: dict[str, ListedUser]) -> None:
+    def _listed(self, item: Item[dict[str, Account]], users: dict[str, Account]) -> None:
         """A good listaccts answer: keep the users to scrape (filters and suspension applied),
         and give new users their items and gone users' items up."""
         cfg = self.module.discovery
@@ -200,7 +202,8 @@ class TargetState:
         cfg = self.module.discovery
         found: list[str] = []
         if user in self.pops:
-            found = [*(self.pops[user].answer or ())]
+            listed = self.pops[user].answer
+            found = [*listed.addresses] if listed is not None else []
             if cfg.main_account:
                 found.append(user)
         discovered = {a for a in found if selected(a, cfg.include_accounts, cfg.exclude_accounts)}
@@ -264,8 +267,21 @@ class TargetState:
         if item.kind is Kind.POPS:
             self._sync_user(item.user)
         elif item.kind is Kind.TOTALS:
+            # Exact: a user's total is never below any one of its senders' counts.
             threshold = self.module.unique_recipients.priority_threshold
-            self.heat(answer, threshold, [item.subject], now)
+            by_count = sorted(answer.items(), key=lambda uc: (-uc[1], uc[0]))
+            self.heat([u for u, n in by_count if n >= threshold], [item.subject], now)
+        elif item.kind is Kind.MAIL_FLOW:
+            # Mail that bounces or trips cPanel's own limits: name the sending address.
+            threshold = self.module.mail_flow.defer_fail_threshold
+            hot = [
+                f
+                for f in answer.values()
+                if f.defer_failures >= threshold or f.reached_max_emails or f.reached_max_defer_fail
+            ]
+            hot.sort(key=lambda f: (-f.defer_failures, f.user))
+            windows = [w.label for w in self.module.unique_recipients.windows]
+            self.heat([f.user for f in hot], windows, now)
 
     def finish(self, item: Item[Any], ok: bool, *, abandoned: bool = False) -> None:
         """``item``'s call is over (answered, failed or abandoned): back into a lane. An
@@ -287,22 +303,20 @@ class TargetState:
             stage = Stage.NEW if item.attempted_at == -math.inf else Stage.FAILED
         self.lanes[(item.kind, stage)].append(item)
 
-    def heat(
-        self, counts: Mapping[str, int], threshold: int, windows: list[str], at: float
-    ) -> None:
-        """Users at or above ``threshold`` in a server-wide answer: their senders for
-        ``windows`` go first when older than that answer, biggest first."""
-        for user, count in sorted(counts.items(), key=lambda uc: (-uc[1], uc[0])):
-            if count < threshold:
-                break
+    def heat(self, users: list[str], windows: list[str], at: float) -> None:
+        """``users`` (hottest first) showed the spam signal in a server-wide answer: their
+        senders for ``windows`` go first when older than that answer."""
+        for user in users:
             for window in windows:
                 item = self.senders.get((user, window))
                 if item is not None and not item.in_flight and item.answered_at < at:
                     self.hot[item] = None
 
-    def record(self, call: CallRecord, *, answered: bool) -> None:
+    def record(self, call: CallRecord, *, answered: bool, call_ended: bool = True) -> None:
+        """A call that ended (or, not ``call_ended``, a problem inside a kept answer)."""
         tally = self.tally
-        tally.calls[call.function] += 1
+        if call_ended:
+            tally.calls[call.function] += 1
         tally.log.append(call)
         if call.outcome != "success":
             tally.errors[(call.function, call.outcome)] += 1

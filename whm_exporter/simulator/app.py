@@ -33,7 +33,10 @@ ROLES = {
     "list_pops_for": "MailReceive",
     "get_unique_recipient_count_per_sender_for_user": "MailSend",
     "get_unique_sender_recipient_count_per_user": "MailSend",
+    "emailtrack_user_stats": "MailSend",
 }
+# Email::list_pops_with_disk through uapi_cpanel: the Receive Mail role (UAPI Email module).
+UAPI_ROLE = "MailReceive"
 
 
 @dataclass
@@ -50,6 +53,10 @@ class Knobs:
     no_list_function: bool = False
     # "function:subject", subject (account or user) or function -> a kind from FAULTS.
     faults: dict[str, str] = field(default_factory=dict)
+    # Function -> a body served as it is (an official example, say), whatever the parameters.
+    canned: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # emailtrack_user_stats cuts its record list and says so (metadata.overflowed).
+    mail_flow_overflow: bool = False
     # Address -> (monotonic time it starts, unique recipients per hour): spammers that appear.
     spammers: dict[str, tuple[float, int]] = field(default_factory=dict)
 
@@ -92,6 +99,18 @@ def _failure(function: str, reason: str) -> dict[str, Any]:
     }
 
 
+def _uapi_result(data: object, errors: list[str] | None) -> dict[str, Any]:
+    """A UAPI result as uapi_cpanel wraps it (uapi_cpanel reference: data.uapi)."""
+    return {
+        "data": data,
+        "errors": errors,
+        "messages": None,
+        "metadata": {"transformed": 1},
+        "status": 0 if errors else 1,
+        "warnings": None,
+    }
+
+
 class Failure(Exception):
     """A WHM validation failure: HTTP 200, ``result: 0``, this reason."""
 
@@ -121,6 +140,8 @@ class Simulator:
             "get_mailbox_status_list": self._mailbox_status_list,
             "get_unique_recipient_count_per_sender_for_user": self._senders,
             "get_unique_sender_recipient_count_per_user": self._user_totals,
+            "emailtrack_user_stats": self._mail_flow,
+            "uapi_cpanel": self._uapi,
         }
 
     def app(self) -> web.Application:
@@ -168,6 +189,8 @@ class Simulator:
             fault = self._fault(function, params)
             if fault:
                 return await FAULTS[fault](request, function)
+            if function in self.knobs.canned:
+                return web.json_response(self.knobs.canned[function])
             return web.json_response(self.answer(function, params))
         finally:
             self.stats.in_flight -= 1
@@ -209,12 +232,15 @@ class Simulator:
                 " on this server.",
             )
         try:
-            return _envelope(function, handler(params))
+            body = _envelope(function, handler(params))
         except Failure as err:
             return _failure(function, str(err))
+        if function == "emailtrack_user_stats" and self.knobs.mail_flow_overflow:
+            body["metadata"].update({"__chunked": 1, "overflowed": 1})
+        return body
 
     def _fault(self, function: str, params: dict[str, str]) -> str | None:
-        subject = params.get("account") or params.get("user")
+        subject = params.get("account") or params.get("user") or params.get("cpanel.user")
         for key in (f"{function}:{subject}", subject, function):
             if key and key in self.knobs.faults:
                 return self.knobs.faults[key]
@@ -241,6 +267,8 @@ class Simulator:
                 "domain": ds.domain(user),
                 "owner": "root",
                 "suspended": int(ds.suspended(user)),
+                "outgoing_mail_hold": int(ds.outgoing_held(user)),
+                "outgoing_mail_suspended": int(ds.outgoing_suspended(user)),
             }
             for user in ds.user_names
         ]
@@ -288,19 +316,98 @@ class Simulator:
     def _mailbox_status(self, params: dict[str, str]) -> object:
         return {f.pop("mailbox"): f for f in self._folders(params)}
 
-    def _window(self, params: dict[str, str]) -> float:
-        start_text = self._required(params, "start_time")
-        end_text = self._required(params, "end_time")
+    def _window(
+        self, params: dict[str, str], names: tuple[str, str] = ("start_time", "end_time")
+    ) -> float:
+        first, last = names
+        start_text = self._required(params, first)
+        end_text = self._required(params, last)
         if not (start_text.isdigit() and end_text.isdigit()):
-            raise Failure("The “start_time” and “end_time” must be valid UNIX epoch timestamps.")
+            raise Failure(f"The “{first}” and “{last}” must be valid UNIX epoch timestamps.")
         start, end, now = int(start_text), int(end_text), int(time.time())
         if start >= end:
-            raise Failure("The “start_time” parameter must be less than the “end_time” parameter.")
+            raise Failure(f"The “{first}” parameter must be less than the “{last}” parameter.")
         if end > now:
             raise Failure(
-                f"The “end_time” parameter cannot be greater than the current time (“{now}”)."
+                f"The “{last}” parameter cannot be greater than the current time (“{now}”)."
             )
         return float(end - start)
+
+    def _spamming(self, user: str) -> bool:
+        now = time.monotonic()
+        return any(
+            now >= at and self.dataset.owner(address) == user
+            for address, (at, _) in self.knobs.spammers.items()
+        )
+
+    def _mail_flow(self, params: dict[str, str]) -> object:
+        window = self._window(params, ("starttime", "endtime"))
+        delivery = params.get("deliverytype")
+        if delivery not in (None, "remote", "remote-or-faildefer", "local"):
+            raise Failure(f"Invalid “deliverytype”: “{delivery}”.")
+        records = []
+        for user in self.dataset.user_names:
+            flow = self.dataset.mail_flow(user, window, spamming=self._spamming(user))
+            if not flow.sent:
+                continue  # only users with mail in the window
+            records.append(
+                {
+                    "USER": user,
+                    "DOMAIN": self.dataset.domain(user),
+                    "PRIMARY_DOMAIN": self.dataset.domain(user),
+                    "OWNER": "root",
+                    "SENDCOUNT": self._count(flow.sent),
+                    "SUCCESSCOUNT": self._count(flow.delivered),
+                    "DEFERCOUNT": self._count(flow.deferrals),
+                    "FAILCOUNT": self._count(flow.failures),
+                    "DEFERFAILCOUNT": self._count(flow.defer_failures),
+                    "TOTALSIZE": self._count(flow.sent_bytes),
+                    "REACHED_MAXEMAILS": int(flow.reached_max_emails),
+                    "REACHED_MAXDEFERFAIL": int(flow.reached_max_defer_fail),
+                }
+            )
+        if self.knobs.mail_flow_overflow:
+            records = records[: len(records) // 2]
+        return {"records": records}
+
+    def _uapi(self, params: dict[str, str]) -> object:
+        """uapi_cpanel: WHM answers for the passthrough; the UAPI result says how it went."""
+        user = self._required(params, "cpanel.user")
+        module = self._required(params, "cpanel.module")
+        function = self._required(params, "cpanel.function")
+        if user not in self.dataset.pops:
+            raise Failure(f"The “{user}” user does not exist.")
+        if (module, function) != ("Email", "list_pops_with_disk"):
+            return {"uapi": _uapi_result(None, [f"Unknown function “{module}::{function}”."])}
+        if self.knobs.disabled_role == UAPI_ROLE:
+            text = (
+                f"This functionality is not available because the “{UAPI_ROLE}” role is"
+                " disabled on this server."
+            )
+            return {"uapi": _uapi_result(None, [text])}
+        ds = self.dataset
+        rows = []
+        for address in ds.pops[user]:
+            used, quota = ds.disk(address)
+            local, _, domain = address.partition("@")
+            rows.append(
+                {
+                    "email": address,
+                    "login": address,
+                    "user": local,
+                    "domain": domain,
+                    "_diskused": self._count(used),
+                    "_diskquota": self._count(quota),
+                    "diskquota": "unlimited" if not quota else quota // 2**20,
+                    "txtdiskquota": "unlimited" if not quota else quota // 2**20,
+                    "humandiskquota": "None" if not quota else f"{quota // 2**20}\u00a0MB",
+                    "humandiskused": f"{used}\u00a0bytes",
+                    "suspended_incoming": 0,
+                    "suspended_login": 0,
+                    "mtime": 1415894498,
+                }
+            )
+        return {"uapi": _uapi_result(rows, None)}
 
     def sender_counts(self, user: str, window: float) -> dict[str, int]:
         """The dataset's senders of ``user``, with the spammers that have appeared by now."""

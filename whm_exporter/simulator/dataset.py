@@ -56,6 +56,18 @@ class FolderData:
     vsize: int
 
 
+@dataclass(frozen=True, slots=True)
+class MailFlowData:
+    sent: int
+    delivered: int
+    deferrals: int
+    failures: int
+    defer_failures: int
+    sent_bytes: int
+    reached_max_emails: bool = False
+    reached_max_defer_fail: bool = False
+
+
 def _rng(*parts: object) -> random.Random:
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
     return random.Random(int.from_bytes(digest, "big"))
@@ -144,6 +156,52 @@ class Dataset:
             if count > 0:
                 out[sender] = count
         return out
+
+    def outgoing_held(self, user: str) -> bool:
+        """cPanel holds this user's outgoing mail (listaccts outgoing_mail_hold)."""
+        return self.user_names.index(user) % 7 == 3
+
+    def outgoing_suspended(self, user: str) -> bool:
+        return self.user_names.index(user) % 7 == 4
+
+    @property
+    def heavy_user(self) -> str | None:
+        address = self.heavy_sender_address
+        return self.owner(address) if address else None
+
+    def mail_flow(
+        self, user: str, window_seconds: float, *, spamming: bool = False
+    ) -> MailFlowData:
+        """emailtrack_user_stats for a user: quiet users send a little and bounce less; the
+        heavy sender's user (or a ``spamming`` one) sends a burst, bounces, and trips both of
+        cPanel's per-hour limits."""
+        hours = window_seconds / 3600
+        if spamming or (self.heavy_sender and user == self.heavy_user):
+            sent = round(2000 * hours)
+            return MailFlowData(
+                sent,
+                round(1700 * hours),
+                round(300 * hours),
+                round(250 * hours),
+                round(180 * hours),
+                sent * 3_000,
+                reached_max_emails=True,
+                reached_max_defer_fail=True,
+            )
+        sent = round(sum(self.senders(user, window_seconds).values()) / 4)
+        return MailFlowData(
+            sent, sent + sent // 10, sent // 20, sent // 50, sent // 100, sent * 24_000
+        )
+
+    def disk(self, account: str) -> tuple[int, int]:
+        """An address's disk use and quota in bytes (0: unlimited); one address of the second
+        user is at 95% of its quota."""
+        used = sum(f.vsize for f in self.mailbox(account))
+        if len(self.user_names) > 1 and account == next(iter(self.pops[self.user_names[1]]), None):
+            return used, used * 100 // 95
+        rng = _rng(self.seed, "quota", account)
+        quota = rng.choice((0, 0, 1 << 30, 5 << 30, 10 << 30))
+        return used, max(quota, used * 2) if quota else 0
 
     def user_total(self, user: str, window_seconds: float) -> int:
         """The per-user figure; the simulator takes the sum of its senders' counts."""

@@ -51,10 +51,49 @@ class UserTotal:
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """One cPanel account from listaccts."""
+    """One cPanel account from listaccts, with what cPanel already did to its outgoing mail."""
 
     user: str
     suspended: bool
+    outgoing_held: bool = False
+    outgoing_suspended: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MailFlow:
+    """One cPanel user's mail in a window, from emailtrack_user_stats."""
+
+    user: str
+    sent: int
+    delivered: int
+    deferrals: int
+    failures: int
+    defer_failures: int
+    sent_bytes: int
+    reached_max_emails: bool
+    reached_max_defer_fail: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MailFlowAnswer:
+    """The records that parsed, and what was wrong with the rest of the answer."""
+
+    records: tuple[MailFlow, ...]
+    # One text per record refused (no USER, a bad number), for the log.
+    bad_records: tuple[str, ...]
+    # metadata.overflowed: WHM cut the record list short.
+    overflowed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    """One address from Email::list_pops_with_disk, with its disk use and quota (None when
+    unlimited)."""
+
+    address: str
+    main: bool
+    used: int
+    quota: int | None
 
 
 def counter(value: object, what: str) -> int:
@@ -194,17 +233,109 @@ def user_totals(body: object) -> list[UserTotal]:
     ]
 
 
+def _flag(item: Mapping[str, object], key: str) -> bool:
+    return bool(counter(item.get(key, 0), key))
+
+
 def accounts(body: object) -> list[Account]:
-    """listaccts: ``data.acct[] {user, suspended, ...}``."""
-    return [
-        Account(
-            _text(_field(item, "user", "acct entry"), "acct user"),
-            bool(counter(item.get("suspended", 0), "acct suspended")),
+    """listaccts: ``data.acct[] {user, suspended, outgoing_mail_hold, outgoing_mail_suspended}``
+    (each flag 0 or 1, as the listaccts reference gives them)."""
+    out = []
+    for item in _records(body, "listaccts", "acct"):
+        user = _text(_field(item, "user", "acct entry"), "acct user")
+        out.append(
+            Account(
+                user,
+                _flag(item, "suspended"),
+                _flag(item, "outgoing_mail_hold"),
+                _flag(item, "outgoing_mail_suspended"),
+            )
         )
-        for item in _records(body, "listaccts", "acct")
-    ]
+    return out
 
 
 def pops(body: object) -> list[str]:
     """list_pops_for: ``data.pops[]``, the user's email addresses (not its main account)."""
     return [_text(p, "pop") for p in _records(body, "list_pops_for", "pops")]
+
+
+# emailtrack_user_stats record fields (WHM API 1 "Return all cPanel accounts email tracking
+# statistics"), in the order of MailFlow's counters.
+_FLOW_COUNTERS = (
+    "SENDCOUNT",
+    "SUCCESSCOUNT",
+    "DEFERCOUNT",
+    "FAILCOUNT",
+    "DEFERFAILCOUNT",
+    "TOTALSIZE",
+)
+
+
+def mail_flow(body: object) -> MailFlowAnswer:
+    """emailtrack_user_stats: ``data.records[]``, one per cPanel user with mail in the window.
+
+    A record without ``USER`` or with a bad number is refused alone (named in ``bad_records``);
+    ``metadata.overflowed`` says WHM cut the list short.
+    """
+    items = _records(body, "emailtrack_user_stats", "records")
+    metadata = body.get("metadata") if isinstance(body, Mapping) else None
+    overflowed = isinstance(metadata, Mapping) and metadata.get("overflowed") not in (None, 0, "0")
+    records: dict[str, MailFlow] = {}
+    bad: list[str] = []
+    for n, item in enumerate(items):
+        try:
+            user = _text(_field(item, "USER", f"record {n}"), f"record {n} USER")
+            sent, delivered, deferrals, failures, defer_failures, size = (
+                counter(_field(item, key, user), f"{user}.{key}") for key in _FLOW_COUNTERS
+            )
+            if user in records:
+                raise WHMError("protocol", f"USER {user!r} appears twice")
+            records[user] = MailFlow(
+                user,
+                sent,
+                delivered,
+                deferrals,
+                failures,
+                defer_failures,
+                size,
+                _flag(item, "REACHED_MAXEMAILS"),
+                _flag(item, "REACHED_MAXDEFERFAIL"),
+            )
+        except WHMError as err:
+            bad.append(err.detail)
+    return MailFlowAnswer(tuple(records.values()), tuple(bad), overflowed)
+
+
+def uapi(body: object, function: str) -> Any:
+    """uapi_cpanel: the WHM envelope around a UAPI result, ``data.uapi {status, errors, data}``.
+
+    WHM reports success for the passthrough itself; the UAPI function's own failure is in
+    ``data.uapi.status`` and ``errors`` (uapi_cpanel reference), a disabled role among them.
+    """
+    payload = data(body, "uapi_cpanel")
+    result = _field(payload, "uapi", "data")
+    if not isinstance(result, Mapping):
+        raise WHMError("protocol", f"data.uapi is {type(result).__name__}, expected an object")
+    if counter(_field(result, "status", "data.uapi"), "data.uapi.status") != 1:
+        errors = result.get("errors")
+        reason = "; ".join(map(str, errors)) if isinstance(errors, list) and errors else "failed"
+        if _ROLE_DISABLED.search(reason):
+            raise WHMError("role_disabled", reason)
+        raise WHMError("api", f"{function}: {reason}")
+    return result.get("data")
+
+
+def pops_with_disk(body: object) -> list[Mailbox]:
+    """uapi_cpanel Email::list_pops_with_disk: each address with ``_diskused`` and
+    ``_diskquota`` in bytes (``0``: unlimited). The main account, when listed, has no ``@``."""
+    items = uapi(body, "list_pops_with_disk")
+    if not isinstance(items, list):
+        raise WHMError("protocol", f"data.uapi.data is {type(items).__name__}, expected a list")
+    out = []
+    for item in items:
+        address = _text(_field(item, "email", "list_pops_with_disk entry"), "email")
+        main = "@" not in address
+        used = counter(_field(item, "_diskused", address), f"{address}._diskused")
+        quota = counter(_field(item, "_diskquota", address), f"{address}._diskquota")
+        out.append(Mailbox(address, main, used, quota or None))
+    return out
