@@ -134,23 +134,6 @@ def test_config_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert TOKEN not in out.out + out.err
 
 
-def test_flags_read_environment_variables() -> None:
-    args = cli.parse_args(
-        [],
-        env={
-            "WHM_EXPORTER_CONFIG_FILE": "/etc/w.yml",
-            "WHM_EXPORTER_WEB_LISTEN_ADDRESS": ":9999",
-            "WHM_EXPORTER_LOG_LEVEL": "debug",
-        },
-    )
-    assert (args.config_file, args.web_listen_address, args.log_level) == (
-        "/etc/w.yml",
-        ":9999",
-        "debug",
-    )
-    assert cli.parse_args(["--web.listen-address=:1"], env={}).web_listen_address == ":1"
-
-
 @pytest.mark.parametrize(
     ("url", "warned"),
     [
