@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib
 import logging
 import math
 import os
@@ -14,7 +15,7 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -283,6 +284,17 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (``pip install whm-exporter[uvloop]``), else
+    asyncio's: docs/performance.md has the difference it makes."""
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def check(path: str) -> int:
     try:
         loaded = load_config(path)
@@ -335,6 +347,7 @@ async def _serve(exporter: Exporter, args: argparse.Namespace, sim_url: str | No
             "address": ", ".join(_address(a) for a in bound),
             "tls": ssl_context is not None,
             "route_prefix": options.route_prefix,
+            "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         },
     )
     if sim_url is not None:
@@ -425,7 +438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.warning(warning)
     try:
         tune_gc()
-        asyncio.run(_run(args, loaded))
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(_run(args, loaded))
     except ConfigError as err:
         for problem in err.problems:
             log.error("bad web configuration", extra={"problem": problem})

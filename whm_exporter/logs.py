@@ -38,7 +38,7 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
 
 
 def _logfmt_value(value: object) -> str:
-    text = str(value)
+    text = str(value).lower() if isinstance(value, bool) else str(value)  # as Go writes it
     if text and not any(c in text for c in ' ="\\\n\t'):
         return text
     return json.dumps(text, ensure_ascii=False)
