@@ -19,16 +19,21 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from whm_exporter.exporter import Exporter
-from whm_exporter.metrics import ExporterMetrics
-from whm_exporter.server import WebOptions, make_app
+from whm_exporter.metrics import ExporterMetrics, Family
+from whm_exporter.server import WebOptions, _exposition, make_app
 from whm_exporter.simulator import Dataset
 
 DATASET = Dataset(accounts=20, users=5, folders=5)
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
-# What Prometheus 2.x sends: OpenMetrics first.
-PROMETHEUS_ACCEPT = (
+# What Prometheus 2.x and 3.x send by default: OpenMetrics first.
+PROMETHEUS_2_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
     "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+PROMETHEUS_3_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
 )
 
 
@@ -91,9 +96,10 @@ def mailbox_series(fams: list[Metric]) -> dict[tuple[str, tuple[tuple[str, str],
     }
 
 
-async def test_prometheus_gets_openmetrics_then_text_alike(serve) -> None:
+@pytest.mark.parametrize("accept", [PROMETHEUS_2_ACCEPT, PROMETHEUS_3_ACCEPT])
+async def test_prometheus_gets_openmetrics_then_text_alike(serve, accept: str) -> None:
     get, _ = await serve()
-    om = await get("/probe?target=t", Accept=PROMETHEUS_ACCEPT)
+    om = await get("/probe?target=t", Accept=accept)
     text = await get("/probe?target=t")
     assert om.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
     assert text.headers["Content-Type"].startswith("text/plain; version=0.0.4")
@@ -206,3 +212,35 @@ async def test_history_limit_bounds_the_recent_probes(whm: WHM) -> None:
         assert len(exporter.recent) == 2
     finally:
         await exporter.close()
+
+
+async def test_a_scraper_leaving_mid_answer_is_no_error() -> None:
+    # Larger than the socket buffers, so the writer is still at work when the client leaves.
+    fams = [Family("whm_x", "x", ("i",), [((f"{i:07d}",), i) for i in range(300_000)])]
+    finished = asyncio.Event()
+    raised: list[BaseException] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        try:
+            return await _exposition(request, fams)
+        except BaseException as err:
+            raised.append(err)
+            raise
+        finally:
+            finished.set()
+
+    app = web.Application()
+    app.router.add_get("/", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        async with aiohttp.ClientSession(skip_auto_headers=["Accept-Encoding"]) as session:
+            resp = await session.get(f"http://127.0.0.1:{runner.addresses[0][1]}/")
+            assert len(await resp.content.read(1000)) > 0
+            resp.close()
+            async with asyncio.timeout(20):
+                await finished.wait()
+    finally:
+        await runner.cleanup()
+    assert raised == []

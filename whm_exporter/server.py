@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import logging
 import time
 import zlib
 from collections.abc import Iterable, Sequence
@@ -18,6 +19,8 @@ from whm_exporter.exposition import WithoutCreated, render_text, write
 from whm_exporter.metrics import Family, families
 from whm_exporter.snapshot import Snapshot
 from whm_exporter.webconfig import WebSecurity
+
+log = logging.getLogger("whm_exporter")
 
 # Paths the app serves under its route prefix (beside the telemetry path).
 ROUTES = ("/", "/probe", "/-/healthy", "/-/ready", "/-/reload")
@@ -54,14 +57,18 @@ async def _send(
         headers["Content-Encoding"] = "gzip"
     resp = web.StreamResponse(headers=headers)
     await resp.prepare(request)
-    for chunk in chunks:
-        data = gzip.compress(chunk) if gzip else chunk
-        if data:
-            # Waits while the client is slower than the writer, which lets /-/healthy through.
-            await resp.write(data)
-    if gzip:
-        await resp.write(gzip.flush())
-    await resp.write_eof()
+    try:
+        for chunk in chunks:
+            data = gzip.compress(chunk) if gzip else chunk
+            if data:
+                # Waits while the client is slower than the writer: /-/healthy gets through.
+                await resp.write(data)
+        if gzip:
+            await resp.write(gzip.flush())
+        await resp.write_eof()
+    except ConnectionError:
+        # The scraper went away mid-answer (its own timeout, say): nobody is left to tell.
+        log.debug("scraper disconnected during the answer", extra={"path": request.path})
     return resp
 
 
