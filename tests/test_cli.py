@@ -64,6 +64,10 @@ def test_defaults() -> None:
         ["--web.telemetry-path=/probe"],
         ["--web.external-url=example.com/whm"],
         ["--web.external-url='http://example.com/'"],
+        ["--web.external-url=http://example.com/{x}"],
+        ["--web.route-prefix=/{x}"],
+        ["--web.route-prefix=/a b"],
+        ["--web.telemetry-path=/m{x}"],
         ["--timeout-offset=-1"],
         ["--timeout-offset=nan"],
         ["--history.limit=-1"],
@@ -131,6 +135,7 @@ def test_help_shows_defaults_and_variables(capsys: pytest.CaptureFixture[str]) -
         (["--web.external-url=http://proxy.example/whm", "--web.route-prefix=/"], "/"),
         (["--web.route-prefix=whm"], "/whm/"),
         (["--web.route-prefix=/whm/"], "/whm/"),
+        (["--web.external-url="], "/"),
     ],
 )
 def test_route_prefix_as_prometheus_derives_it(flags: list[str], prefix: str) -> None:

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import platform
+import re
 import secrets
 import signal
 import socket
@@ -67,22 +68,36 @@ def _listen_address(value: str) -> str:
     return value
 
 
+# What a URL path may hold unescaped (RFC 3986 pchar and "/"): no spaces, and no braces,
+# which aiohttp would read as a variable part of the route.
+_PATH = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
+
+
+def _url_path(value: str) -> str:
+    if not _PATH.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a URL path")
+    return value
+
+
 def _telemetry_path(value: str) -> str:
     if not value.startswith("/") or value in ROUTES:
         raise argparse.ArgumentTypeError(
             f"{value!r} must be a path starting with / and not one of {', '.join(ROUTES)}"
         )
-    return value
+    return _url_path(value)
 
 
 def _external_url(value: str) -> str:
     # As Prometheus' computeExternalURL: an absolute URL, not quoted (a systemd unit's quotes
     # are easily kept by mistake).
+    if not value:  # an empty variable: not set
+        return value
     parts = urlsplit(value)
-    if value[:1] in "\"'" or value[-1:] in "\"'" or parts.scheme not in ("http", "https"):
+    if value[0] in "\"'" or value[-1] in "\"'" or parts.scheme not in ("http", "https"):
         raise argparse.ArgumentTypeError(f"{value!r} is not an http:// or https:// URL")
     if not parts.netloc:
         raise argparse.ArgumentTypeError(f"{value!r} has no host")
+    _url_path(parts.path)
     return value
 
 
@@ -165,6 +180,7 @@ def parse_args(argv: Sequence[str] | None, env: dict[str, str] | None = None) ->
         "web.route-prefix",
         None,
         "prefix of every endpoint (default: the path of --web.external-url, else /)",
+        type=_url_path,
         metavar="PATH",
     )
     flag(
