@@ -442,20 +442,23 @@ def main() -> None:
         proc.wait()
     calls = ex["runs"][0]["calls"]
     bound = math.ceil(calls / args.concurrency) * args.latency
+    # With --latency 0 there is no latency bound: the ratios print as nan.
+    per_bound = 1 / bound if bound else math.nan
     print(
         f"{'run':>4} {'wall s':>8} {'bound':>7} {'ratio':>6} {'cpu s':>7} {'cpu/call ms':>11}"
         f" {'series':>8} {'render s':>9} {'floor wall':>10} {'floor cpu':>9}"
     )
     for i, (e, f) in enumerate(zip(ex["runs"], fl["runs"], strict=True)):
         print(
-            f"{i + 1:>4} {e['wall']:>8.3f} {bound:>7.3f} {e['wall'] / bound:>6.3f} {e['cpu']:>7.3f}"
+            f"{i + 1:>4} {e['wall']:>8.3f} {bound:>7.3f} {e['wall'] * per_bound:>6.3f}"
+            f" {e['cpu']:>7.3f}"
             f" {e['cpu'] / e['calls'] * 1000:>11.3f} {e['series']:>8} {e['render']:>9.3f}"
             f" {f['wall']:>10.3f} {f['cpu']:>9.3f}"
         )
     wall, cpu = _median(ex["runs"], "wall"), _median(ex["runs"], "cpu")
     fwall, fcpu = _median(fl["runs"], "wall"), _median(fl["runs"], "cpu")
     print(
-        f"median: calls {calls}, wall {wall:.3f}s = {wall / bound:.3f} x bound {bound:.3f}s"
+        f"median: calls {calls}, wall {wall:.3f}s = {wall * per_bound:.3f} x bound {bound:.3f}s"
         f" = {wall / fwall:.3f} x floor wall {fwall:.3f}s"
     )
     print(
