@@ -9,7 +9,6 @@ from conftest import TOKEN
 
 from whm_exporter import cli
 from whm_exporter.config import build_config, load_config
-from whm_exporter.durations import format_duration, parse_duration
 from whm_exporter.yamlconf import ConfigError
 
 ROOT = Path(__file__).parent.parent
@@ -48,20 +47,6 @@ def test_the_old_cache_key_names_its_replacement() -> None:
         "modules.m.mailboxes.cache: `cache` was replaced by `refresh` (an answer this young is"
         " not asked again) and `max_age` (an answer this old is no longer served)"
     ]
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"), [("500ms", 0.5), ("30s", 30), ("5m", 300), ("1h30m", 5400), ("1d", 86400)]
-)
-def test_prometheus_durations(text: str, seconds: float) -> None:
-    assert parse_duration(text) == seconds
-    assert parse_duration(format_duration(seconds)) == seconds
-
-
-@pytest.mark.parametrize("bad", ["", "30", "1x", "m5", 30, None, True])
-def test_bad_durations(bad: object) -> None:
-    with pytest.raises(ValueError, match="duration"):
-        parse_duration(bad)
 
 
 def test_every_problem_is_reported_with_its_path() -> None:
@@ -147,23 +132,6 @@ def test_config_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "modules.default.timeout" in out.err
     assert "modules.default.extra: unknown key" in out.err
     assert TOKEN not in out.out + out.err
-
-
-def test_flags_read_environment_variables() -> None:
-    args = cli.parse_args(
-        [],
-        env={
-            "WHM_EXPORTER_CONFIG_FILE": "/etc/w.yml",
-            "WHM_EXPORTER_WEB_LISTEN_ADDRESS": ":9999",
-            "WHM_EXPORTER_LOG_LEVEL": "debug",
-        },
-    )
-    assert (args.config_file, args.web_listen_address, args.log_level) == (
-        "/etc/w.yml",
-        ":9999",
-        "debug",
-    )
-    assert cli.parse_args(["--web.listen-address=:1"], env={}).web_listen_address == ":1"
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,8 @@ log = logging.getLogger("whm_exporter")
 
 # Unlisted hosts probed through a module keep their state (bound, caches) in an LRU this large.
 MAX_UNLISTED_TARGETS = 256
-RECENT_PROBES = 25
-SCRAPE_TIMEOUT_OFFSET = 0.5
+# Default of --history.limit: recent probes listed on the landing page.
+HISTORY_LIMIT = 25
 
 
 class BadRequest(Exception):
@@ -48,9 +48,9 @@ class ProbeSummary:
     at: float
 
 
-def probe_timeout(module: ModuleConfig, scrape_timeout_header: str | None) -> float:
-    """The module's timeout, lowered to Prometheus' scrape timeout minus a margin for the
-    answer to travel back (as blackbox_exporter does)."""
+def probe_timeout(module: ModuleConfig, scrape_timeout_header: str | None, offset: float) -> float:
+    """The module's timeout, lowered to Prometheus' scrape timeout minus ``offset`` seconds for
+    the answer to travel back (blackbox_exporter's --timeout-offset)."""
     timeout = module.timeout
     if scrape_timeout_header:
         try:
@@ -59,7 +59,7 @@ def probe_timeout(module: ModuleConfig, scrape_timeout_header: str | None) -> fl
             raise BadRequest(
                 f"X-Prometheus-Scrape-Timeout-Seconds is not a number: {scrape_timeout_header!r}"
             ) from None
-        timeout = min(timeout, max(scrape - SCRAPE_TIMEOUT_OFFSET, 0.1))
+        timeout = min(timeout, max(scrape - offset, 0.1))
     return timeout
 
 
@@ -81,13 +81,19 @@ def unlisted_url(target: str) -> tuple[str, str]:
 
 
 class Exporter:
-    def __init__(self, loaded: Loaded, metrics: ExporterMetrics, config_file: str | None) -> None:
+    def __init__(
+        self,
+        loaded: Loaded,
+        metrics: ExporterMetrics,
+        config_file: str | None,
+        history_limit: int = HISTORY_LIMIT,
+    ) -> None:
         self.metrics = metrics
         self.config_file = config_file
         self.loaded = loaded
         self.targets: dict[str, Target] = {}
         self._unlisted: OrderedDict[tuple[str, str], Target] = OrderedDict()
-        self.recent: deque[ProbeSummary] = deque(maxlen=RECENT_PROBES)
+        self.recent: deque[ProbeSummary] = deque(maxlen=history_limit)
         # Targets replaced by a reload, and the tasks that close them after a grace period.
         self._retired: set[Target] = set()
         self._closing: set[asyncio.Task[None]] = set()
@@ -182,13 +188,14 @@ class Exporter:
         """The target a /probe request names; raises BadRequest with the reason."""
         if not target:
             raise BadRequest("missing 'target' parameter")
+        modules = self.loaded.config.modules
+        # Checked first: a misspelt module is an error even beside a listed target.
+        if module and module not in modules:
+            raise BadRequest(f"unknown module {module!r}")
         if target in self.targets:
             return self.targets[target]
         if not module:
             raise BadRequest(f"unknown target {target!r} (give module= to probe an unlisted host)")
-        modules = self.loaded.config.modules
-        if module not in modules:
-            raise BadRequest(f"unknown module {module!r}")
         mc = modules[module]
         host, url = unlisted_url(target)
         if not any(p.fullmatch(host) for p in mc.allowed_targets):

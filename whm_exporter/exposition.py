@@ -1,40 +1,31 @@
-"""Families to bytes: the text format written directly, and prometheus_client's encoders for the
-rest. What a metric is called and means is metrics.py's business; here only how it is written."""
+"""Families to bytes: the text format 0.0.4 and OpenMetrics 1.0, written directly and in chunks,
+and the exporter's own registry through prometheus_client. What a metric is called and means is
+metrics.py's business; here only how it is written."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from whm_exporter.metrics import Family
 
-
-class FamiliesCollector(Collector):
-    """prometheus_client's view of the families, for OpenMetrics and the debug page."""
-
-    def __init__(self, fams: Sequence[Family]) -> None:
-        self._families = fams
-
-    def collect(self) -> Iterator[Metric]:
-        for f in self._families:
-            gauge = GaugeMetricFamily(f.name, f.help, labels=f.labels)
-            for values, value in f.samples:
-                gauge.add_metric(values, value)
-            yield gauge
+# A chunk is sent (and compressed) once this many lines are written: about 100 kB, so a
+# 300,000-series answer is never held whole in memory.
+CHUNK_LINES = 1000
 
 
-def probe_registry(fams: Sequence[Family]) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(FamiliesCollector(fams))
-    return registry
-
-
-def _label_value(value: str) -> str:
+def _escape_label_value(value: str) -> str:
+    # The same in both formats: backslash, double quote and line feed.
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(text: str, openmetrics: bool) -> str:
+    # Text 0.0.4 escapes backslash and line feed in HELP; OpenMetrics the double quote too.
+    text = text.replace("\\", "\\\\").replace("\n", "\\n")
+    return text.replace('"', '\\"') if openmetrics else text
 
 
 def _number(value: float) -> str:
@@ -45,31 +36,62 @@ def _number(value: float) -> str:
     return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
 
 
-def render_text(fams: Sequence[Family]) -> bytes:
-    """The text format 0.0.4, written directly.
+def _template(name: str, labels: tuple[str, ...]) -> str:
+    """``name{a="{}",b="{}"} `` ready for str.format with the escaped values. Metric and label
+    names are never braces, so only the braces of the set itself need doubling."""
+    if not labels:
+        return name + " "
+    return name + "{{" + ",".join(f'{label}="{{}}"' for label in labels) + "}} "
 
-    prometheus_client spends about 7 us per series on generic work (label-name validation,
-    sorting, float formatting); a probe of 2,000 mailboxes has 30,000 series, so that alone was
-    most of the exporter's CPU. The output is pinned to prometheus_client's by a test.
+
+def write(fams: Iterable[Family], openmetrics: bool = False) -> Iterator[bytes]:
+    """The families as text 0.0.4, or OpenMetrics 1.0 (``# EOF`` at the end), in chunks.
+
+    Every family is a gauge, whose sample carries the family's name in both formats: no
+    ``_total`` to add or strip, and no ``# UNIT`` line (a unit is optional in OpenMetrics).
+
+    prometheus_client's writers spend about 7 us per series on generic work (label-name
+    validation, sorting, float formatting) and OpenMetrics ten times that; a large probe has
+    hundreds of thousands of series. Tests pin the output to prometheus_client's.
     """
     out: list[str] = []
-    # Values repeat (a user on every series of its accounts) and label sets repeat (messages and
-    # size of one folder): escape and format each once.
+    # Values repeat (a user on every series of its accounts): escape each once.
     escaped: dict[str, str] = {}
-    label_sets: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
     for f in fams:
-        help_text = f.help.replace("\\", "\\\\").replace("\n", "\\n")
-        out.append(f"# HELP {f.name} {help_text}\n# TYPE {f.name} gauge\n")
-        names = f.labels
+        out.append(f"# HELP {f.name} {_escape_help(f.help, openmetrics)}\n# TYPE {f.name} gauge\n")
+        template = _template(f.name, f.labels)
         for values, v in f.samples:
-            text = label_sets.get((names, values))
-            if text is None:
-                parts = []
-                for name, x in zip(names, values, strict=True):
-                    e = escaped.get(x)
-                    if e is None:
-                        e = escaped[x] = _label_value(x)
-                    parts.append(f'{name}="{e}"')
-                text = label_sets[(names, values)] = "{" + ",".join(parts) + "}" if parts else ""
-            out.append(f"{f.name}{text} {_number(v)}\n")
-    return "".join(out).encode()
+            parts = []
+            for x in values:
+                e = escaped.get(x)
+                if e is None:
+                    e = escaped[x] = _escape_label_value(x)
+                parts.append(e)
+            out.append(template.format(*parts) + _number(v) + "\n")
+            if len(out) >= CHUNK_LINES:
+                yield "".join(out).encode()
+                out.clear()
+    if openmetrics:
+        out.append("# EOF\n")
+    yield "".join(out).encode()
+
+
+def render_text(fams: Iterable[Family]) -> bytes:
+    """The whole text 0.0.4 at once, for pages that show it (the debug page)."""
+    return b"".join(write(fams))
+
+
+class WithoutCreated(Collector):
+    """A registry's metrics without the ``_created`` series prometheus_client adds to counters,
+    histograms and summaries (the Go exporters have none). Filtered here, for this registry
+    alone: prometheus_client's own switch, disable_created_metrics(), is process-wide."""
+
+    def __init__(self, registry: Collector) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._registry.collect():
+            created = metric.name + "_created"
+            kept = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            kept.samples = [s for s in metric.samples if s.name != created]
+            yield kept

@@ -9,12 +9,25 @@ from datetime import UTC, datetime
 
 # Attributes every LogRecord has; anything else was passed in ``extra=`` and is a field.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# --log.level's names, as Prometheus' programs spell them (promslog), both ways.
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
+_NAMES = {number: name for name, number in LEVELS.items()}
+
+
+def level_name(levelno: int) -> str:
+    """``warn`` for WARNING; anything above ERROR (CRITICAL) is an error too."""
+    return _NAMES.get(levelno) or ("error" if levelno > logging.ERROR else "debug")
 
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:
     fields: dict[str, object] = {
         "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-        "level": record.levelname.lower(),
+        "level": level_name(record.levelno),
         "logger": record.name,
         "msg": record.getMessage(),
     }
@@ -25,7 +38,7 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
 
 
 def _logfmt_value(value: object) -> str:
-    text = str(value)
+    text = str(value).lower() if isinstance(value, bool) else str(value)  # as Go writes it
     if text and not any(c in text for c in ' ="\\\n\t'):
         return text
     return json.dumps(text, ensure_ascii=False)
@@ -42,10 +55,11 @@ class JSONFormatter(logging.Formatter):
 
 
 def setup(level: str, fmt: str) -> None:
+    """``level`` is one of LEVELS (``warn``, not ``warning``)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else LogfmtFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(LEVELS[level])
     # aiohttp's access log would print a line per scrape.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
