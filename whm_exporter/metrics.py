@@ -49,7 +49,8 @@ def families(s: Snapshot) -> list[Family]:
         ),
         Family(
             "whm_probe_timeout_seconds",
-            "Time this probe had: the module timeout, or the scrape timeout minus --timeout-offset.",
+            "Time this probe had: the module timeout, or the scrape timeout minus"
+            " --timeout-offset.",
             samples=[((), s.timeout)],
         ),
         Family(
