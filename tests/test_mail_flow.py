@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -92,6 +93,8 @@ async def test_window_and_delivery_type_are_sent_as_whm_names_them(
     params = seen[0]
     assert params["deliverytype"] == "remote"
     assert int(params["endtime"]) - int(params["starttime"]) == 7200
+    # Five minutes behind the clock at least (end_time_lag): never in WHM's future.
+    assert int(params["endtime"]) <= time.time() - 300
     assert "start_time" not in params
 
 

@@ -8,9 +8,10 @@ from typing import Any
 from conftest import loaded
 
 from whm_exporter.collect import schedule
-from whm_exporter.collect.calls import MAILBOX_LIST, Kept
+from whm_exporter.collect.calls import MAILBOX_LIST, Kept, plan, time_range
 from whm_exporter.collect.state import Addresses, Item, Kind, Stage, TargetState
 from whm_exporter.probe import snapshot
+from whm_exporter.whm import parse
 from whm_exporter.whm.parse import Account
 
 USERS = {u: Account(u, suspended=False) for u in ("alice", "bob", "carol")}
@@ -305,3 +306,42 @@ def test_snapshot_serves_kept_answers_until_max_age_and_counts_items() -> None:
     assert later.items[("get_mailbox_status_list", "fresh")] == 0
     assert later.data_age["get_mailbox_status_list"] == 550.0
     assert state.slow_warned
+
+
+def test_windows_end_end_time_lag_behind_the_clock() -> None:
+    state = state_for(unique_recipients={"windows": ["1h", "1d"], "end_time_lag": "90s"})
+    assert time_range(state, "1d", 100_000.0) == {"start_time": 13_510, "end_time": 99_910}
+    discovered(state, 1.0)
+    senders = plan(state.senders[("bob", "1h")], state, 100_000.0)
+    assert senders.params == {"user": "bob", "start_time": 96_310, "end_time": 99_910}
+    totals = plan(state.totals["1h"], state, 100_000.0)
+    assert totals.params == {"start_time": 96_310, "end_time": 99_910}
+
+
+def test_mail_flow_windows_use_whms_parameter_names() -> None:
+    state = state_for(mail_flow={"windows": ["2h"], "delivery_type": "local"})
+    call = plan(state.mail_flow["2h"], state, 10_000.0)
+    assert call.function == "emailtrack_user_stats"
+    assert call.params == {"starttime": 2_740, "endtime": 9_940, "deliverytype": "local"}
+
+
+def test_a_hot_user_by_mail_flow_gets_every_senders_window_first() -> None:
+    state = state_for(
+        unique_recipients={"windows": ["1h", "1d"]},
+        mail_flow={"defer_fail_threshold": 10},
+    )
+    discovered(state, 1.0)
+    state.new_epoch(2.0)
+    flows = {
+        "alice": parse.MailFlow("alice", 5, 5, 0, 0, 9, 1, False, False),
+        "bob": parse.MailFlow("bob", 900, 100, 50, 400, 10, 1, False, False),
+        "carol": parse.MailFlow("carol", 50, 50, 0, 0, 0, 1, True, False),
+    }
+    answer(state, state.mail_flow["1h"], flows, 3.0)
+    got = order(state, 4.0, schedule.refresh_of(state.module))
+    # The totals of both windows (not asked yet), then bob (defer-failures at the threshold)
+    # and carol (a cPanel limit tripped), every window, before alice.
+    assert got[:2] == [("TOTALS", "", "1h"), ("TOTALS", "", "1d")]
+    hot = {("SENDERS", u, w) for u in ("bob", "carol") for w in ("1h", "1d")}
+    assert set(got[2:6]) == hot
+    assert got[2][1] == "bob"
