@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import WHM, Running, module, series, value
+import yaml
+from conftest import TOKEN, WHM, Running, module, series, value
 
+from whm_exporter.config import load_config
+from whm_exporter.exporter import Exporter
+from whm_exporter.metrics import ExporterMetrics
 from whm_exporter.simulator import Dataset
 from whm_exporter.target import Target
 from whm_exporter.whm.client import WHMClient
@@ -266,3 +271,33 @@ async def test_a_waiting_probe_keeps_the_collection_going_past_the_idle_limit(
     whole = await running.probe(**{SCRAPE: "30"})
     assert value(whole, "whm_probe_deadline_exceeded") == 0
     assert accounts_of(whole) == every_account()
+
+
+async def test_a_rotated_token_file_is_used_after_reload_and_the_state_kept(
+    start_whm, tmp_path: Path
+) -> None:
+    whm: WHM = await start_whm(DATASET)
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    document = module(whm.url)
+    del document["modules"]["default"]["token"]
+    document["modules"]["default"]["token_file"] = str(token)
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(document))
+    exporter = Exporter(load_config(path), ExporterMetrics(), str(path))
+    try:
+        first = await exporter.probe(exporter.targets["t"], 10)
+        assert first.up
+        # The operator rotates the token: WHM takes only the new one, the file holds it.
+        whm.sim.token = "rotated-" + TOKEN
+        token.write_text(whm.sim.token + "\n")
+        assert exporter.reload()
+        target = exporter.targets["t"]
+        second = await exporter.probe(target, 10)
+        assert second.up
+        assert not second.errors
+        # Same server, same items: what the target learned (discovery, answers) carried over.
+        assert whm.sim.stats.calls["listaccts"] == 1
+        assert len(second.mailboxes) == len(first.mailboxes)
+    finally:
+        await exporter.close()

@@ -56,9 +56,10 @@ class Target:
     def same_as(
         self, url: str, module: ModuleConfig, users: Mapping[str, tuple[str, ...]], bound: Bound
     ) -> bool:
-        """Whether a reloaded config describes this very target, token included."""
+        """Whether a reloaded config describes this very target, token included (a model's
+        equality covers its private attributes, the resolved token among them)."""
         same = (url, module, dict(users)) == (self.url, self.module, dict(self.users))
-        return same and module.secret == self.module.secret and bound is self.bound
+        return same and bound is self.bound
 
     def state_for(
         self, url: str, module: ModuleConfig, users: Mapping[str, tuple[str, ...]]
