@@ -8,7 +8,7 @@ running app (never prometheus_client's global one).
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -24,6 +24,19 @@ from prometheus_client import (
 from whm_exporter import __version__
 from whm_exporter.snapshot import Snapshot
 
+Sample = tuple[tuple[str, ...], float]
+
+
+class Lazy:
+    """Samples made while they are written, never held: a big probe has hundreds of thousands,
+    and the answer is streamed. Iterable again and again (the debug page and tests read twice)."""
+
+    def __init__(self, make: Callable[[], Iterator[Sample]]) -> None:
+        self._make = make
+
+    def __iter__(self) -> Iterator[Sample]:
+        return self._make()
+
 
 @dataclass(frozen=True, slots=True)
 class Family:
@@ -32,12 +45,11 @@ class Family:
     name: str
     help: str
     labels: tuple[str, ...] = ()
-    samples: Sequence[tuple[tuple[str, ...], float]] = ()
+    samples: Iterable[Sample] = ()
 
 
 def families(s: Snapshot) -> list[Family]:
     """Every metric of a probe, named and explained here and nowhere else."""
-    mailbox_labels = [(m.user, m.account, m.mailbox) for m in s.mailboxes]
     return [
         Family(
             "whm_up",
@@ -109,19 +121,19 @@ def families(s: Snapshot) -> list[Family]:
             "whm_mailbox_messages",
             "Messages in one mailbox folder.",
             ("user", "account", "mailbox"),
-            [(k, m.messages) for k, m in zip(mailbox_labels, s.mailboxes, strict=True)],
+            Lazy(lambda: (((m.user, m.account, m.mailbox), m.messages) for m in s.mailboxes)),
         ),
         Family(
             "whm_mailbox_size_bytes",
             "Virtual size of one mailbox folder (vsize), in bytes.",
             ("user", "account", "mailbox"),
-            [(k, m.vsize) for k, m in zip(mailbox_labels, s.mailboxes, strict=True)],
+            Lazy(lambda: (((m.user, m.account, m.mailbox), m.vsize) for m in s.mailboxes)),
         ),
         Family(
             "whm_sender_unique_recipients",
             "Unique remote recipients the sender reached in the window.",
             ("user", "sender", "window"),
-            [((r.user, r.sender, r.window), r.count) for r in s.senders],
+            Lazy(lambda: (((r.user, r.sender, r.window), r.count) for r in s.senders)),
         ),
         Family(
             "whm_user_unique_recipients",

@@ -7,6 +7,7 @@ leave as :class:`WHMError` (reason ``protocol``): the runner records them.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -177,8 +178,9 @@ def _mailbox(state: TargetState, item: Item[Any], function: str, body: object, n
     folders = _MAILBOX_PARSERS[function](body)
     # The answer proves the server has this function: keep using it.
     state.mailbox_function = function
+    # Folder names repeat across every account: one string each, not one per answer.
     kept = [
-        MailboxSample(item.user, item.subject, f.name, f.messages, f.vsize)
+        MailboxSample(item.user, item.subject, sys.intern(f.name), f.messages, f.vsize)
         for f in folders
         if selected(f.name, cfg.include_folders, cfg.exclude_folders)
     ]
