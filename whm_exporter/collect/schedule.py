@@ -155,9 +155,13 @@ def answer_now(
     if not spam_signal_fresh(state, now, refresh):
         return False
     in_flight = sum(state.in_flight.values())
+    if in_flight == 0 and count_eligible(state, now, refresh, 1) == 0:
+        return True  # all done
     if call_seconds is None:
-        # Nothing measured yet: wait for everything (or the deadline).
-        return in_flight == 0 and count_eligible(state, now, refresh, 1) == 0
+        return False  # nothing measured yet: wait for everything (or the deadline)
     capacity = max(0.0, deadline - now) / call_seconds * concurrency
-    pending = in_flight + count_eligible(state, now, refresh, math.floor(capacity) + 1)
-    return pending == 0 or pending > capacity
+    if capacity >= state.size:
+        # Everything could still fit: no need to count what is left (a long deadline would
+        # make that count walk every item at every call).
+        return False
+    return in_flight + count_eligible(state, now, refresh, math.floor(capacity) + 1) > capacity

@@ -153,6 +153,18 @@ class TargetState:
         self.slow_warned = False
         self._build()
 
+    @property
+    def size(self) -> int:
+        """Every item there is to ask."""
+        listaccts = 0 if self.listaccts is None else 1
+        return (
+            len(self.pops)
+            + len(self.mailboxes)
+            + len(self.senders)
+            + len(self.server_wide)
+            + listaccts
+        )
+
     # --- the inventory -------------------------------------------------------------------
 
     def _build(self) -> None:
