@@ -301,3 +301,27 @@ async def test_a_rotated_token_file_is_used_after_reload_and_the_state_kept(
         assert len(second.mailboxes) == len(first.mailboxes)
     finally:
         await exporter.close()
+
+
+@pytest.mark.parametrize("list_form", [True, False])
+async def test_learning_the_mailbox_function_survives_an_unrelated_first_error(
+    start_whm, start_exporter, list_form: bool
+) -> None:
+    # The first mailbox asked (the first user's main mailbox) fails for a reason that says
+    # nothing about the function; learning goes on with the next account, one at a time.
+    first = DATASET.user_names[0]
+    whm: WHM = await start_whm(
+        DATASET, no_list_function=not list_form, faults={f"{MAILBOX}:{first}": "http500"}
+    )
+    running = await start_exporter(module(whm.url))
+    found = await running.probe()
+    learned = MAILBOX if list_form else "get_mailbox_status"
+    assert target_of(running).state.mailbox_function == learned
+    assert value(found, "whm_api_errors", function=MAILBOX, reason="http") == 1
+    assert accounts_of(found) == every_account() - {first}
+    # The object form was tried once the list form proved missing, not for every account.
+    unknown = value(found, "whm_api_errors", function=MAILBOX, reason="api")
+    assert unknown == (None if list_form else 1)
+    whm.sim.knobs.faults.clear()
+    again = await running.probe()
+    assert accounts_of(again) == every_account()
