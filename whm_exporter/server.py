@@ -186,7 +186,7 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}</style></head>
 <th>max_concurrency</th><th>allowed_targets</th></tr>{modules}</table>
 <h2>Recent probes</h2><table><tr><th>time (UTC)</th><th>target</th><th>result</th>
 <th>duration / timeout</th>
-<th>calls</th><th>errors</th><th>deadline exceeded</th></tr>{recent}</table>
+<th>calls</th><th>errors</th><th>work pending</th></tr>{recent}</table>
 </body></html>
 """
     return web.Response(text=page, content_type="text/html")
