@@ -84,6 +84,14 @@ async def test_connection_failures(client: WHMClient) -> None:
     assert err.value.reason == "connect"
 
 
+async def test_any_other_failure_is_an_error_of_that_call(client: WHMClient) -> None:
+    with aioresponses() as mocked:
+        mocked.get(ANY, exception=RuntimeError("Session is closed"))
+        with pytest.raises(WHMError) as err:
+            await client.call("listaccts")
+    assert (err.value.reason, err.value.detail) == ("http", "Session is closed")
+
+
 async def test_body_over_the_cap_is_refused(client: WHMClient) -> None:
     with aioresponses() as mocked:
         mocked.get(ANY, body="[" + "1," * 2000 + "1]")
@@ -101,6 +109,44 @@ async def test_token_echoed_in_a_broken_body_is_not_repeated(client: WHMClient) 
     assert "<token>" in err.value.detail
 
 
+# Offsets at which the cut at 80 characters falls inside the token, five characters or more
+# from either end.
+@pytest.mark.parametrize("offset", range(80 - len(TOKEN) + 5, 80 - 4))
+async def test_token_cut_by_the_snippet_never_leaks_even_in_part(
+    client: WHMClient, offset: int
+) -> None:
+    # Redacting after the cut would leave the first part of a token that straddles it.
+    with aioresponses() as mocked:
+        mocked.get(ANY, body="<" * offset + TOKEN + ">" * 200)
+        with pytest.raises(WHMError) as err:
+            await client.call("listaccts")
+    pieces = {TOKEN[i : i + 5] for i in range(len(TOKEN) - 4)}
+    assert not [p for p in pieces if p in err.value.detail], err.value.detail
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 20_000 + "]" * 20_000,
+        '{"metadata": {"result": 1}, "data": ' + "[" * 1500 + "]" * 1500 + "}",
+        b'{"metadata": {"result": 1}, "data": "\xff\xfe"}',
+        '{"metadata": {"result": NaN}}',
+        '{"metadata": {"result": Infinity}}',
+    ],
+)
+async def test_undecodable_answers_are_protocol_errors(body: str | bytes) -> None:
+    async with aiohttp.ClientSession() as session:
+        client = WHMClient(
+            session, URL, "root", SecretStr(TOKEN), request_timeout=5, max_response_bytes=2**20
+        )
+        with aioresponses() as mocked:
+            mocked.get(ANY, body=body)
+            with pytest.raises(WHMError) as err:
+                await client.call("listaccts")
+    assert err.value.reason == "protocol"
+    assert len(err.value.detail) < 200
+
+
 async def test_observer_sees_each_call_with_its_outcome() -> None:
     seen: list[tuple[str, str]] = []
     async with aiohttp.ClientSession() as session:
@@ -116,7 +162,10 @@ async def test_observer_sees_each_call_with_its_outcome() -> None:
         with aioresponses() as mocked:
             mocked.get(ANY, payload={"metadata": {"result": 1}})
             mocked.get(ANY, status=401)
+            mocked.get(ANY, exception=RuntimeError())
             await client.call("listaccts")
             with pytest.raises(WHMError):
                 await client.call("list_pops_for")
-    assert seen == [("listaccts", "success"), ("list_pops_for", "auth")]
+            with pytest.raises(WHMError):
+                await client.call("listaccts")
+    assert seen == [("listaccts", "success"), ("list_pops_for", "auth"), ("listaccts", "http")]

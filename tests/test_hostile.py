@@ -36,6 +36,11 @@ CASES = [
     ("negative", "protocol"),
     ("huge", "protocol"),
     ("nonnumeric", "protocol"),
+    ("long_digits", "protocol"),
+    ("infinite_result", "protocol"),
+    ("overflow_result", "protocol"),
+    ("fractional_result", "protocol"),
+    ("deep_nesting", "protocol"),
     ("duplicate_folders", "protocol"),
     ("huge_body", "protocol"),
     ("huge_chunked", "protocol"),
@@ -93,13 +98,13 @@ async def test_strange_names_stay_valid_exposition(start_whm, start_exporter) ->
         if dict(k)["account"] == BROKEN[0]
     }
     assert folders == set(WEIRD_NAMES)
-    senders = {
+    sent = {
         dict(k)["sender"]
         for k in series(found, "whm_sender_unique_recipients")
         if dict(k)["user"] == USER
     }
-    assert 'say "hi"@x.example' in senders
-    assert "two\nlines@x.example" in senders
+    assert 'say "hi"@x.example' in sent
+    assert "two\nlines@x.example" in sent
     assert not series(found, "whm_api_errors")
     promtool = require_tool("promtool")
     checked = await asyncio.to_thread(

@@ -10,6 +10,16 @@ from conftest import fixture
 from whm_exporter.whm import parse
 from whm_exporter.whm.errors import WHMError
 
+PARSERS = [
+    parse.mailbox_status_list,
+    parse.mailbox_status,
+    parse.sender_counts,
+    parse.user_totals,
+    parse.accounts,
+    parse.pops,
+    parse.mail_flow,
+    parse.pops_with_disk,
+]
 OFFICIAL_FOLDERS = {
     "INBOX": (42000, 42),
     "INBOX.Drafts": (5, 522),
@@ -101,17 +111,38 @@ def test_result_zero_is_an_api_error_keeping_whms_reason(name: str) -> None:
     assert not err.value.unknown_function
 
 
-def test_unknown_function_is_recognised_only_when_the_reason_names_it() -> None:
-    unknown = {
-        "metadata": {"result": 0, "reason": "Unknown app (get_mailbox_status_list) requested"}
-    }
+def test_official_list_pops_for_example() -> None:
+    assert parse.pops(fixture("list_pops_for.official.json")) == [
+        "example1@example.com",
+        "example3@example.com",
+        "example2@example.com",
+    ]
+
+
+def failure(function: str, reason: str) -> dict[str, Any]:
+    """The documented failure envelope: ``result`` 0 and the reason (WHM API 1 introduction)."""
+    return {"metadata": {"command": function, "reason": reason, "result": 0, "version": 1}}
+
+
+def test_unknown_app_is_recognised_only_when_the_reason_names_the_function() -> None:
+    body = fixture("get_mailbox_status_list.unknown_function.json")
     with pytest.raises(WHMError) as err:
-        parse.mailbox_status_list(unknown)
-    assert err.value.unknown_function
-    other = {"metadata": {"result": 0, "reason": "Unknown app (something_else) requested"}}
+        parse.mailbox_status_list(body)
+    assert (err.value.reason, err.value.unknown_function) == ("api", True)
+    other = failure(
+        "get_mailbox_status_list",
+        "Unknown app (something_else) requested for this version (1) of the API.",
+    )
     with pytest.raises(WHMError) as err:
         parse.mailbox_status_list(other)
     assert not err.value.unknown_function
+
+
+def test_function_not_found_is_an_unknown_function() -> None:
+    # The wording of WHM's "Guide to API Authentication - API Tokens in WHM".
+    with pytest.raises(WHMError) as err:
+        parse.mailbox_status_list(failure("get_mailbox_status_list", "Function not found"))
+    assert err.value.unknown_function
 
 
 @pytest.mark.parametrize(
@@ -149,7 +180,10 @@ def test_wrong_shapes_are_protocol_errors(body: Any, why: str) -> None:
     assert err.value.reason == "protocol", why
 
 
-@pytest.mark.parametrize("bad", [1.5, -1, 2**60, "12abc", "", None, True, [], "١٢"])
+@pytest.mark.parametrize(
+    "bad",
+    [1.5, -1, 2**60, "12abc", "", None, True, [], "١٢", float("nan"), float("inf"), " 5", 1e300],
+)
 def test_bad_counters_are_protocol_errors(bad: object) -> None:
     body = ok("get_mailbox_status", {"INBOX": {"messages": bad, "vsize": 1}})
     with pytest.raises(WHMError) as err:
@@ -174,3 +208,63 @@ def test_duplicate_sender_is_a_protocol_error() -> None:
     body = ok("get_unique_recipient_count_per_sender_for_user", {"payload": [row, row]})
     with pytest.raises(WHMError):
         parse.sender_counts(body)
+
+
+@pytest.mark.parametrize("result", [float("inf"), float("-inf"), 1.9, True, "\u0661", 2, 1e300])
+def test_result_other_than_one_or_zero_is_a_protocol_error(result: object) -> None:
+    body = {"data": {"pops": []}, "metadata": {"result": result, "reason": "OK"}}
+    with pytest.raises(WHMError) as err:
+        parse.pops(body)
+    assert err.value.reason == "protocol"
+
+
+@pytest.mark.parametrize("result", [1, "1", 1.0])
+def test_result_one_is_success_as_int_digit_string_or_integral_number(result: object) -> None:
+    assert parse.pops({"data": {"pops": ["a@b.c"]}, "metadata": {"result": result}}) == ["a@b.c"]
+
+
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_counter_string_too_long_for_int_is_a_protocol_error() -> None:
+    body = ok("get_mailbox_status", {"INBOX": {"messages": "9" * 5000, "vsize": 1}})
+    with pytest.raises(WHMError) as err:
+        parse.mailbox_status(body)
+    assert err.value.reason == "protocol"
+    assert len(err.value.detail) < 200
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (ok("get_mailbox_status", {"INBOX": {"messages": nested(5000), "vsize": 1}}), "protocol"),
+        ({"metadata": {"result": nested(5000)}}, "protocol"),
+        ({"metadata": {"result": 0, "reason": nested(5000)}}, "api"),
+    ],
+)
+def test_deeply_nested_values_fail_with_a_short_detail(body: Any, reason: str) -> None:
+    with pytest.raises(WHMError) as err:
+        parse.mailbox_status(body)
+    assert err.value.reason == reason
+    assert len(err.value.detail) < 200
+
+
+class Exploding(dict[str, Any]):
+    """A body whose every lookup fails with an error no parser anticipates."""
+
+    def get(self, *args: Any) -> Any:
+        raise RuntimeError("boom")
+
+    def __getitem__(self, key: str) -> Any:
+        raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_any_failure_inside_a_parser_is_a_protocol_error(parser: Any) -> None:
+    with pytest.raises(WHMError) as err:
+        parser(Exploding(metadata={"result": 1}, data={}))
+    assert err.value.reason == "protocol"

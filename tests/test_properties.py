@@ -21,6 +21,8 @@ PARSERS = [
     parse.user_totals,
     parse.accounts,
     parse.pops,
+    parse.mail_flow,
+    parse.pops_with_disk,
 ]
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)

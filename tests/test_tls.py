@@ -58,18 +58,42 @@ async def test_verified_with_ca_file_and_server_name(
     assert series(found, "whm_mailbox_messages")
 
 
-async def test_unknown_ca_fails_as_tls(start_exporter, tls_whm: str) -> None:
+async def debug_page(running: Running) -> str:
+    status, text = await running.get("/probe?target=t&debug=true")
+    assert status == 200
+    return text
+
+
+async def test_unknown_ca_fails_as_tls_and_points_to_ca_file(start_exporter, tls_whm: str) -> None:
     running: Running = await start_exporter(doc(tls_whm, {"server_name": "whm.test"}))
     found = await running.probe()
     assert value(found, "whm_up") == 0
     assert value(found, "whm_api_errors", function="listaccts", reason="tls") == 1
+    page = await debug_page(running)
+    assert "tls.ca_file" in page
+    assert "tls.server_name" not in page
 
 
-async def test_name_mismatch_fails_as_tls(start_exporter, tls_whm: str, ca_file: str) -> None:
+async def test_name_mismatch_fails_as_tls_and_points_to_server_name(
+    start_exporter, tls_whm: str, ca_file: str
+) -> None:
     # The URL holds 127.0.0.1, the certificate names whm.test: without server_name it must fail.
     running: Running = await start_exporter(doc(tls_whm, {"ca_file": ca_file}))
     found = await running.probe()
     assert value(found, "whm_api_errors", function="listaccts", reason="tls") == 1
+    page = await debug_page(running)
+    assert "tls.server_name" in page
+    assert "tls.ca_file" not in page
+
+
+async def test_name_mismatch_with_a_wrong_server_name_points_to_server_name(
+    start_exporter, tls_whm: str, ca_file: str
+) -> None:
+    running: Running = await start_exporter(
+        doc(tls_whm, {"ca_file": ca_file, "server_name": "other.test"})
+    )
+    assert value(await running.probe(), "whm_up") == 0
+    assert "tls.server_name" in await debug_page(running)
 
 
 async def test_insecure_skip_verify_accepts_any_certificate(start_exporter, tls_whm: str) -> None:

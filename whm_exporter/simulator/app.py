@@ -1,9 +1,10 @@
 """A WHM API 1 look-alike on aiohttp.web, serving a generated :class:`Dataset`.
 
 It answers like the official reference: the {data, metadata} envelope, 401 with an HTML body for
-bad credentials, validation failures as HTTP 200 with ``result: 0`` and WHM's reason wording
-(WHM-API-NOTES.md §4), unordered payloads. Knobs add latency, faults, string-typed counters and
-disabled server roles; ``/_sim/stats`` counts calls and the most that were ever in flight.
+bad credentials, validation failures as HTTP 200 with ``result: 0`` and the reason wording of
+cPanel's code (Whostmgr/API/1/Data/Wrapper.pm prefixes "API failure: "), unordered payloads.
+Knobs add latency, faults, string-typed counters and disabled server roles; ``/_sim/stats``
+counts calls and the most that were ever in flight.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from aiohttp import web
 from whm_exporter.simulator.dataset import Dataset, FolderData
 from whm_exporter.simulator.faults import FAULTS
 
-# Function -> server role that disables it (WHM-API-NOTES.md §4: Mailboxes.pm and Email.pm need
-# MailReceive, Exim.pm needs MailSend).
+# Function -> server role that disables it (cPanel's Whostmgr/API/1/Mailboxes.pm and Email.pm
+# need MailReceive, Exim.pm needs MailSend; each function's reference page notes the role).
 ROLES = {
     "get_mailbox_status": "MailReceive",
     "get_mailbox_status_list": "MailReceive",
@@ -174,7 +175,7 @@ class Simulator:
         function = request.match_info["function"]
         expected = f"whm {self.username}:{self.token}"
         if not secrets.compare_digest(request.headers.get("Authorization", ""), expected):
-            # cpsrvd refuses bad credentials with 401 and an HTML page (WHM-API-NOTES.md §5).
+            # cpsrvd refuses bad credentials with 401 and an HTML page, not the JSON envelope.
             return web.Response(
                 status=401, text="<html><body>Access denied</body></html>", content_type="text/html"
             )
@@ -214,11 +215,12 @@ class Simulator:
         if handler is None or (
             self.knobs.no_list_function and function == "get_mailbox_status_list"
         ):
-            # Wording inferred: the real text for an unknown function is undocumented.
+            # The reference does not document this answer; the wording is that of cPanel's own
+            # dispatcher (Whostmgr/XMLUI/Meta.pm, find_api, for API 0) with API 1's number.
             return {
                 "metadata": {
                     "command": function,
-                    "reason": f"Unknown app (“{function}”) requested for this version (1)"
+                    "reason": f"Unknown app ({function}) requested for this version (1)"
                     " of the API.",
                     "result": 0,
                     "version": 1,
@@ -249,7 +251,7 @@ class Simulator:
         return None
 
     def _count(self, value: int) -> int | str:
-        # Legacy servers send counters as strings (WHM-API-NOTES.md §4).
+        # Legacy servers send counters as strings (the 2018 get_mailbox_status example).
         return str(value) if self.knobs.string_counters else value
 
     @staticmethod

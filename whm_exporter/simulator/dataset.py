@@ -44,8 +44,8 @@ _FOLDERS = (
     "INBOX.Newsletters",
     "INBOX.Invoices",
 )
-# cPanel's default outbound-spam threshold is 500 unique recipients per sender per hour
-# (WHM-API-NOTES.md, get_unique_recipient_count_per_sender_for_user): the heavy sender is far above.
+# cPanel's default outbound-spam threshold is 500 unique recipients per sender per hour (Tweak
+# Setting email_outbound_spam_detect_threshold): the heavy sender is far above.
 HEAVY_SENDER_RATE = 1200
 
 

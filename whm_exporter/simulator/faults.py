@@ -50,6 +50,31 @@ def _folders(value: object) -> Callable[[str], object]:
     return build
 
 
+def _raw(body: Callable[[str], str]) -> Fault:
+    """A body written by hand: what ``json.dumps`` would not write (non-finite numbers, nesting
+    deeper than a decoder recurses)."""
+
+    async def send(request: web.Request, function: str) -> web.StreamResponse:
+        return web.Response(text=body(function), content_type="application/json")
+
+    return send
+
+
+def _with_result(result: str) -> Callable[[str], str]:
+    """An empty mailbox answer whose ``metadata.result`` is this JSON text."""
+    return lambda function: json.dumps(_ok(function, {"mailboxes": []})).replace(
+        '"result": 1', f'"result": {result}'
+    )
+
+
+def _deep(function: str) -> str:
+    """A mailbox list nested 20,000 arrays deep: small on the wire, fatal to a recursive decoder."""
+    depth = 20_000
+    return json.dumps(_ok(function, {"mailboxes": None})).replace(
+        '"mailboxes": null', '"mailboxes": ' + "[" * depth + "]" * depth
+    )
+
+
 def _api(reason: str) -> Callable[[str], object]:
     return lambda function: {
         "metadata": {"command": function, "reason": reason, "result": 0, "version": 1}
@@ -151,6 +176,11 @@ FAULTS: dict[str, Fault] = {
     "negative": _json(_folders(-3)),
     "huge": _json(_folders(10**30)),
     "nonnumeric": _json(_folders("lots")),
+    "long_digits": _json(_folders("9" * 5000)),
+    "infinite_result": _raw(_with_result("Infinity")),
+    "overflow_result": _raw(_with_result("1e999")),
+    "fractional_result": _raw(_with_result("1.9")),
+    "deep_nesting": _raw(_deep),
     "duplicate_folders": _json(_duplicates),
     "weird_names": _json(_weird),
     "huge_body": _huge_body,

@@ -9,13 +9,13 @@ the parsers' job).
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
+import orjson
 from pydantic import SecretStr
 
 from whm_exporter.config import TLSConfig
@@ -23,6 +23,12 @@ from whm_exporter.whm.errors import WHMError
 
 # (function, seconds, outcome) for the exporter's own metrics; outcome is "success" or a reason.
 CallObserver = Callable[[str, float, str], None]
+# What the operator can change when verification fails, by OpenSSL's verify code (x509_vfy.h):
+# an issuer not in the trust store, or a certificate that does not name the host asked for.
+_CA_HINT = "is WHM's certificate self-signed or from a private CA? give its CA in tls.ca_file"
+_NAME_HINT = "the certificate names another host: give a name it holds in tls.server_name"
+_TLS_HINTS = {2: _CA_HINT, 18: _CA_HINT, 19: _CA_HINT, 20: _CA_HINT, 21: _CA_HINT}
+_TLS_HINTS |= {62: _NAME_HINT, 64: _NAME_HINT}
 
 
 def ssl_context(tls: TLSConfig) -> ssl.SSLContext:
@@ -107,16 +113,16 @@ class WHMClient:
         except TimeoutError:
             raise WHMError("timeout", f"no complete answer within {self._timeout.total}s") from None
         except (aiohttp.ClientSSLError, ssl.SSLError) as err:
-            raise WHMError("tls", _describe(err)) from None
+            raise WHMError("tls", _tls_detail(err)) from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as err:
             # Refused, reset, DNS, or a connection closed mid-body.
             raise WHMError("connect", _describe(err)) from None
-        except aiohttp.ClientError as err:
+        except Exception as err:  # any other failure of the exchange is this call's alone
             raise WHMError("http", _describe(err)) from None
         try:
-            return json.loads(body)
-        except ValueError:
-            snippet = _snippet(body).replace(self._token, "<token>") if self._token else ""
+            return orjson.loads(body)
+        except Exception:  # malformed, nested too deep, not UTF-8: this call's failure alone
+            snippet = _snippet(body, self._token)
             raise WHMError("protocol", f"answer is not JSON: {snippet}") from None
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
@@ -140,6 +146,17 @@ def _describe(err: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _snippet(body: bytes) -> str:
-    text = body[:80].decode("utf-8", "replace").replace("\n", " ").strip()
+def _tls_detail(err: BaseException) -> str:
+    """The TLS failure, with the config key that fixes it when there is one."""
+    # aiohttp wraps the ssl.SSLCertVerificationError that carries the code.
+    cause = getattr(err, "certificate_error", err)
+    hint = _TLS_HINTS.get(getattr(cause, "verify_code", 0))
+    return f"{_describe(err)} ({hint})" if hint else _describe(err)
+
+
+def _snippet(body: bytes, token: str) -> str:
+    """The start of a body for a log line. The token is redacted before the cut, so that no part
+    of it survives a cut through it."""
+    text = body.decode("utf-8", "replace").replace(token, "<token>")
+    text = text[:80].replace("\n", " ").strip()
     return repr(text) if text else "empty body"

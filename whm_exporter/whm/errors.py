@@ -4,18 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-# The `reason` label of whm_api_errors (DESIGN.md §2); nothing else may appear there.
+# The `reason` label of whm_api_errors (README, "Metrics"); nothing else may appear there.
 Reason = Literal["auth", "timeout", "connect", "tls", "http", "api", "protocol", "role_disabled"]
-REASONS: tuple[Reason, ...] = (
-    "auth",
-    "timeout",
-    "connect",
-    "tls",
-    "http",
-    "api",
-    "protocol",
-    "role_disabled",
-)
 
 
 class WHMError(Exception):

@@ -1,33 +1,40 @@
 """Pure functions from WHM API 1 JSON to typed records.
 
-Each takes the already-decoded body and returns records or raises :class:`WHMError`. WHM's quirks
-live here and nowhere else: counters sent as strings, ``"result": "1"``, two shapes of the same
-mailbox data, reasons that name a disabled server role.
+Each takes the already-decoded body and returns records or raises :class:`WHMError`, and only
+that: whatever else a hostile answer provokes is a ``protocol`` error for that one call. WHM's
+quirks live here and nowhere else: counters sent as strings, ``"result": "1"``, two shapes of the
+same mailbox data, reasons that name a disabled server role.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from whm_exporter.whm.errors import WHMError
+
+R = TypeVar("R")
 
 # Prometheus samples are float64: a counter above 2**53 cannot be exported exactly, and no real
 # mailbox holds 9 PB, so such a value is a broken answer, not data.
 _MAX_COUNTER = 2**53
+# A digit string longer than this is out of range before int() reads it (int() itself refuses
+# strings of over 4,300 digits, with an error of its own).
+_MAX_DIGITS = len(str(_MAX_COUNTER))
 
-# Cpanel/Exception/System/RequiredRoleDisabled.pm: 'This functionality is not available because
-# the “MailReceive” role is disabled on this server.' (WHM-API-NOTES.md §4).
+# cPanel's Cpanel/Exception/System/RequiredRoleDisabled.pm: 'This functionality is not available
+# because the “MailReceive” role is disabled on this server.'
 _ROLE_DISABLED = re.compile(r"\brole\b.*\bdisabled\b", re.IGNORECASE | re.DOTALL)
-# The wording for a function an older server lacks is not documented (WHM-API-NOTES.md §5 [I]);
-# match the common phrasings, and only when the reason names the function.
-_UNKNOWN_FUNCTION = re.compile(
-    r"unknown (?:app|function|api|command)|(?:function|app) .*not (?:found|exist)|not a valid"
-    r" (?:function|app)|no such (?:function|app)|invalid (?:function|app)",
-    re.IGNORECASE,
-)
+# The WHM API 1 reference does not document the answer for a function a server lacks. Two sources
+# word it: WHM's "Guide to API Authentication - API Tokens in WHM" names "Function not found"
+# errors, and cPanel's own dispatcher (Whostmgr/XMLUI/Meta.pm, find_api; the API 1 one is not
+# public) answers "Unknown app (NAME) requested for this version (N) of the API.". The client
+# also takes an HTTP 404 for it.
+_FUNCTION_NOT_FOUND = "function not found"
+_UNKNOWN_APP = "unknown app"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,27 +103,48 @@ class Mailbox:
     quota: int | None
 
 
+def _contained(parser: Callable[[Any], R]) -> Callable[[Any], R]:
+    """A parser whose every failure is a WHMError: one hostile answer costs its own call, never
+    the calls beside it, whatever it makes the parser trip over."""
+
+    @functools.wraps(parser)
+    def contained(body: Any) -> R:
+        try:
+            return parser(body)
+        except WHMError:
+            raise
+        except Exception as err:
+            raise WHMError("protocol", f"unreadable answer ({type(err).__name__})") from None
+
+    return contained
+
+
 def counter(value: object, what: str) -> int:
-    """A non-negative whole number, sent by WHM as an int or a digit string (legacy servers)."""
+    """A finite, non-negative whole number, sent by WHM as an int or a digit string (legacy
+    servers)."""
     if type(value) is int and 0 <= value <= _MAX_COUNTER:
         return value  # the common case, checked first: this runs for every folder
-    if isinstance(value, bool):
-        raise WHMError("protocol", f"{what} is a boolean, not a count")
-    if isinstance(value, int):
+    if type(value) is int:
         number = value
-    elif isinstance(value, str) and value.isascii() and value.strip().isdigit():
-        number = int(value.strip())
-    elif isinstance(value, float) and value.is_integer():
+    elif isinstance(value, str) and value.isascii() and value.isdigit():
+        if len(value.lstrip("0")) > _MAX_DIGITS:
+            raise WHMError("protocol", f"{what} is out of range: {_short(value)}")
+        number = int(value)
+    elif isinstance(value, float) and value.is_integer():  # neither NaN nor infinite
         number = int(value)
     else:
         raise WHMError("protocol", f"{what} is not a whole number: {_short(value)}")
     if not 0 <= number <= _MAX_COUNTER:
-        raise WHMError("protocol", f"{what} is out of range: {number}")
+        raise WHMError("protocol", f"{what} is out of range: {_short(value)}")
     return number
 
 
 def _short(value: object) -> str:
-    text = repr(value)
+    """A value for an error message: short, and never the contents of an array or object, which
+    may nest thousands deep."""
+    if isinstance(value, Mapping | list):
+        return f"a JSON {'object' if isinstance(value, Mapping) else 'array'}"
+    text = repr(value[:60] if isinstance(value, str) else value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -139,25 +167,28 @@ def _text(value: object, what: str) -> str:
 def data(body: object, function: str) -> Any:
     """Check the {data, metadata} envelope and return ``data``.
 
-    Success is ``metadata.result == 1`` after ``int()`` (old servers send ``"1"``); a failure
-    keeps WHM's reason and is ``role_disabled`` when the reason names a disabled server role.
+    ``metadata.result`` is read as a counter (old servers send ``"1"``): 1 is success, 0 is WHM's
+    failure, which keeps WHM's reason and is ``role_disabled`` when the reason names a disabled
+    server role; anything else (``1.9``, ``true``, ``Infinity``) is a broken answer.
     """
     if not isinstance(body, Mapping):
         raise WHMError("protocol", f"answer is {type(body).__name__}, expected a JSON object")
     metadata = body.get("metadata")
     if not isinstance(metadata, Mapping) or "result" not in metadata:
         raise WHMError("protocol", "answer has no metadata.result")
-    reason = str(metadata.get("reason") or "no reason given")
-    try:
-        result = int(metadata["result"])
-    except (TypeError, ValueError):
-        raise WHMError("protocol", f"metadata.result is {_short(metadata['result'])}") from None
-    if result != 1:
-        if _ROLE_DISABLED.search(reason):
-            raise WHMError("role_disabled", reason)
-        unknown = function in reason and bool(_UNKNOWN_FUNCTION.search(reason))
-        raise WHMError("api", reason, unknown_function=unknown)
-    return body.get("data")
+    result = counter(metadata["result"], "metadata.result")
+    if result == 1:
+        return body.get("data")
+    if result != 0:
+        raise WHMError("protocol", f"metadata.result is {result}, expected 1 or 0")
+    reason = metadata.get("reason")
+    if not isinstance(reason, str) or not reason:
+        reason = "no reason given"
+    if _ROLE_DISABLED.search(reason):
+        raise WHMError("role_disabled", reason)
+    lowered = reason.lower()
+    unknown = _FUNCTION_NOT_FOUND in lowered or (_UNKNOWN_APP in lowered and function in reason)
+    raise WHMError("api", reason, unknown_function=unknown)
 
 
 def _records(body: object, function: str, key: str) -> list[Any]:
@@ -187,12 +218,14 @@ def _folders(pairs: list[tuple[object, object]]) -> list[Folder]:
     return folders
 
 
+@_contained
 def mailbox_status_list(body: object) -> list[Folder]:
     """get_mailbox_status_list: ``data.mailboxes[] {mailbox, messages, vsize, guid}``."""
     items = _records(body, "get_mailbox_status_list", "mailboxes")
     return _folders([(_field(item, "mailbox", "mailbox entry"), item) for item in items])
 
 
+@_contained
 def mailbox_status(body: object) -> list[Folder]:
     """get_mailbox_status: ``data {FOLDER: {messages, vsize, guid}}``, the object form."""
     payload = data(body, "get_mailbox_status")
@@ -215,6 +248,7 @@ def _named_counts(
     return list(seen.items())
 
 
+@_contained
 def sender_counts(body: object) -> list[SenderCount]:
     """get_unique_recipient_count_per_sender_for_user: ``data.payload[] {sender, count}``."""
     function = "get_unique_recipient_count_per_sender_for_user"
@@ -224,6 +258,7 @@ def sender_counts(body: object) -> list[SenderCount]:
     ]
 
 
+@_contained
 def user_totals(body: object) -> list[UserTotal]:
     """get_unique_sender_recipient_count_per_user: ``data.payload[] {user, count}``."""
     function = "get_unique_sender_recipient_count_per_user"
@@ -237,6 +272,7 @@ def _flag(item: Mapping[str, object], key: str) -> bool:
     return bool(counter(item.get(key, 0), key))
 
 
+@_contained
 def accounts(body: object) -> list[Account]:
     """listaccts: ``data.acct[] {user, suspended, outgoing_mail_hold, outgoing_mail_suspended}``
     (each flag 0 or 1, as the listaccts reference gives them)."""
@@ -254,6 +290,7 @@ def accounts(body: object) -> list[Account]:
     return out
 
 
+@_contained
 def pops(body: object) -> list[str]:
     """list_pops_for: ``data.pops[]``, the user's email addresses (not its main account)."""
     return [_text(p, "pop") for p in _records(body, "list_pops_for", "pops")]
@@ -271,6 +308,7 @@ _FLOW_COUNTERS = (
 )
 
 
+@_contained
 def mail_flow(body: object) -> MailFlowAnswer:
     """emailtrack_user_stats: ``data.records[]``, one per cPanel user with mail in the window.
 
@@ -325,6 +363,7 @@ def uapi(body: object, function: str) -> Any:
     return result.get("data")
 
 
+@_contained
 def pops_with_disk(body: object) -> list[Mailbox]:
     """uapi_cpanel Email::list_pops_with_disk: each address with ``_diskused`` and
     ``_diskquota`` in bytes (``0``: unlimited). The main account, when listed, has no ``@``."""
