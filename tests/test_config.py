@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -161,3 +163,98 @@ def test_token_over_plain_http_to_another_host_is_warned(url: str, warned: bool)
         if warned
         else []
     )
+
+
+def test_missing_or_unusable_ca_file_is_a_load_error(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    for ca_file, expected in (
+        (tmp_path / "absent.pem", "cannot read"),
+        (garbage, "no usable PEM certificate"),
+        (tmp_path, "cannot read"),
+    ):
+        found = problems({"modules": {"m": {"token": "x", "tls": {"ca_file": str(ca_file)}}}})
+        assert len(found) == 1, found
+        assert found[0].startswith("modules.m.tls.ca_file: "), found
+        assert expected in found[0]
+
+
+def test_config_check_refuses_a_missing_ca_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(
+        f"modules:\n  default:\n    token_env: T\n    tls:\n      ca_file: {tmp_path}/x\n"
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("T", TOKEN)
+        assert cli.main(["--config.check", "--config.file", str(path)]) == 1
+    assert "modules.default.tls.ca_file: cannot read" in capsys.readouterr().err
+
+
+def test_config_file_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_bytes(b"modules:\n  default:\n    token: caf\xe9\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.problems == [f"{path}: not UTF-8 text (line 3)"]
+
+
+def test_token_file_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_bytes(b"\xff\xfe" + TOKEN.encode())
+    assert problems({"modules": {"m": {"token_file": str(token)}}}) == [
+        f"modules.m.token_file: {token} is not UTF-8 text"
+    ]
+
+
+@pytest.mark.parametrize(
+    "url", ["https://whm.example:99999", "https://whm.example:0", "https://whm.example:x"]
+)
+def test_target_url_with_a_bad_port_is_an_error(url: str) -> None:
+    found = problems({"modules": {"default": {"token": "x"}}, "targets": {"t": {"url": url}}})
+    assert found == [f"targets.t.url: {url!r} has a bad port (1 to 65535)"]
+
+
+@pytest.mark.parametrize("key", ["timeout", "request_timeout"])
+def test_zero_timeouts_are_errors(key: str) -> None:
+    assert problems({"modules": {"m": {"token": "x", key: "0s"}}}) == [
+        f"modules.m.{key}: must be longer than 0s"
+    ]
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n"])
+def test_empty_config_file_is_an_error_naming_it(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert len(err.value.problems) == 1
+    assert err.value.problems[0].startswith(f"{path}: the file is empty")
+
+
+def test_missing_web_cert_stops_start_up_with_one_line_naming_it(tmp_path: Path) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text("modules:\n  default:\n    token_env: T\n")
+    web = tmp_path / "web.yml"
+    web.write_text(
+        f"tls_server_config:\n  cert_file: {tmp_path}/absent.crt\n  key_file: {config}\n"
+    )
+    started = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "whm_exporter",
+            f"--config.file={config}",
+            f"--web.config.file={web}",
+            "--web.listen-address=127.0.0.1:0",
+        ],
+        capture_output=True,
+        text=True,
+        env={"T": TOKEN},
+        timeout=60,
+    )
+    assert started.returncode == 1
+    errors = [line for line in started.stderr.splitlines() if "level=error" in line]
+    assert len(errors) == 1, started.stderr
+    assert f"tls_server_config.cert_file: cannot read {tmp_path}/absent.crt" in errors[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,14 @@ def _pattern(value: object) -> re.Pattern[str]:
         raise ValueError(f"bad regular expression {value!r}: {err}") from None
 
 
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("must be longer than 0s")
+    return seconds
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
 Pattern = Annotated[re.Pattern[str], BeforeValidator(_pattern)]
 Patterns = tuple[Pattern, ...]
 
@@ -152,8 +160,8 @@ class ModuleConfig(StrictModel):
     token_env: str | None = None
     token: SecretStr | None = None
     tls: TLSConfig = TLSConfig()
-    timeout: Duration = 30.0
-    request_timeout: Duration = 10.0
+    timeout: PositiveDuration = 30.0
+    request_timeout: PositiveDuration = 10.0
     max_concurrency: int = Field(default=8, ge=1, le=1024)
     # Bodies above this are refused unread: a WHM answer for one mailbox is a few KiB.
     max_response_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
@@ -194,6 +202,12 @@ class TargetConfig(StrictModel):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{url!r} is not an http(s) URL with a host")
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise ValueError(f"{url!r} has a bad port (1 to 65535)")
         if parts.path not in ("", "/") or parts.query:
             raise ValueError("url is the server only (https://host:2087), without a path")
         return url.rstrip("/")
@@ -248,6 +262,8 @@ def _read_secret(name: str, module: ModuleConfig, env: Mapping[str, str]) -> tup
         value = module.token_file.read_text(encoding="utf-8").strip()
     except OSError as err:
         return "", f"{where}.token_file: cannot read {module.token_file}: {err.strerror}"
+    except UnicodeDecodeError:
+        return "", f"{where}.token_file: {module.token_file} is not UTF-8 text"
     if not value:
         return "", f"{where}.token_file: {module.token_file} is empty"
     return value, ""
@@ -266,6 +282,21 @@ def _token_in_clear(url: str) -> bool:
         return True
 
 
+def _ca_file_problem(name: str, tls: TLSConfig) -> str:
+    """Whether ``tls.ca_file`` gives a trust store, checked by building the very context the
+    client will build: a bad file is a load error, not a failure in every probe."""
+    if tls.ca_file is None:
+        return ""
+    where = f"modules.{name}.tls.ca_file"
+    try:
+        ssl.create_default_context(cafile=str(tls.ca_file))
+    except ssl.SSLError as err:  # before OSError, its base class
+        return f"{where}: {tls.ca_file} holds no usable PEM certificate ({err.reason})"
+    except OSError as err:
+        return f"{where}: cannot read {tls.ca_file}: {err.strerror}"
+    return ""
+
+
 def build_config(data: object, env: Mapping[str, str] | None = None) -> Loaded:
     """Validate a parsed YAML document and resolve its tokens."""
     if data is None:
@@ -280,8 +311,7 @@ def build_config(data: object, env: Mapping[str, str] | None = None) -> Loaded:
     warnings: list[str] = []
     for name, module in config.modules.items():
         value, problem = _read_secret(name, module, os.environ if env is None else env)
-        if problem:
-            problems.append(problem)
+        problems += [p for p in (problem, _ca_file_problem(name, module.tls)) if p]
         module._secret = SecretStr(value)
         if module.token is not None:
             warnings.append(
@@ -307,8 +337,14 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Loade
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError([f"{path}: cannot read: {err.strerror}"]) from None
+    except UnicodeDecodeError as err:
+        line = err.object[: err.start].count(b"\n") + 1
+        raise ConfigError([f"{path}: not UTF-8 text (line {line})"]) from None
     try:
         data: Any = load_yaml(text)
     except yaml.YAMLError as err:
         raise ConfigError([f"{path}: {yaml_problem(err)}"]) from None
+    if data is None:
+        # Most likely the wrong file, or one truncated by a failed deployment.
+        raise ConfigError([f"{path}: the file is empty (or only comments): no modules, no targets"])
     return build_config(data, env)
