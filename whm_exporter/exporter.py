@@ -27,6 +27,10 @@ log = logging.getLogger("whm_exporter")
 MAX_UNLISTED_TARGETS = 256
 # Default of --history.limit: recent probes listed on the landing page.
 HISTORY_LIMIT = 25
+# WHM's own ports (2087 with TLS, 2086 without): the port a URL without one means.
+DEFAULT_PORTS = {"https": 2087, "http": 2086}
+# A WHM server as the concurrency bound knows it: scheme, lower-case host, port.
+Server = tuple[str, str, int]
 
 
 class BadRequest(Exception):
@@ -63,6 +67,14 @@ def probe_timeout(module: ModuleConfig, scrape_timeout_header: str | None, offse
     return timeout
 
 
+def server_of(url: str) -> Server:
+    """The server a (validated) URL names, however it is spelt: ``https://WHM1:2087/`` and
+    ``https://whm1`` are one server, and share one bound."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS[scheme]
+
+
 def unlisted_url(target: str) -> tuple[str, str]:
     """``HOST[:PORT]`` (or a URL) to the host to check and the URL to call (port 2087 default)."""
     parts = urlsplit(target if "//" in target else f"//{target}")
@@ -97,8 +109,10 @@ class Exporter:
         # Targets replaced by a reload, and the tasks that close them after a grace period.
         self._retired: set[Target] = set()
         self._closing: set[asyncio.Task[None]] = set()
-        # One concurrency bound per WHM server (by URL), shared by every target that names it.
-        self._bounds: dict[str, Bound] = {}
+        # One concurrency bound per WHM server, shared by every target that names it; servers
+        # reached only through allowed_targets have theirs in an LRU as large as their targets'.
+        self._bounds: dict[Server, Bound] = {}
+        self._unlisted_bounds: OrderedDict[Server, Bound] = OrderedDict()
         self._apply(loaded)
 
     def _apply(self, loaded: Loaded) -> None:
@@ -107,21 +121,22 @@ class Exporter:
         targets take no new work and are closed once their probes had time to finish."""
         config = loaded.config
         old = self.targets
-        sizes: dict[str, int] = {}
+        sizes: dict[Server, int] = {}
         for tc in config.targets.values():
             limit = config.modules[tc.module].max_concurrency
-            sizes[tc.url] = min(sizes.get(tc.url, limit), limit)
+            server = server_of(tc.url)
+            sizes[server] = min(sizes.get(server, limit), limit)
         # A server keeps its semaphore across reloads unless its size changed.
         self._bounds = {
-            url: old_bound
-            if (old_bound := self._bounds.get(url)) is not None and old_bound.size == size
+            server: old_bound
+            if (old_bound := self._bounds.get(server)) is not None and old_bound.size == size
             else Bound(size)
-            for url, size in sizes.items()
+            for server, size in sizes.items()
         }
         new: dict[str, Target] = {}
         for name, tc in config.targets.items():
             module = config.modules[tc.module]
-            bound = self._bounds[tc.url]
+            bound = self._bounds[server_of(tc.url)]
             current = old.get(name)
             if current is not None and current.same_as(tc.url, module, tc.users, bound):
                 new[name] = current
@@ -140,6 +155,7 @@ class Exporter:
         retired = [t for n, t in old.items() if new.get(n) is not t]
         retired += list(self._unlisted.values())
         self._unlisted.clear()
+        self._unlisted_bounds.clear()
         self.loaded = loaded
         self.targets = new
         for target in retired:
@@ -201,12 +217,13 @@ class Exporter:
         if not any(p.fullmatch(host) for p in mc.allowed_targets):
             # The module's token must never travel to a host the operator did not allow.
             raise BadRequest(f"host {host!r} is not in module {module!r}'s allowed_targets")
+        # Looked up (and so kept recent) at each request, even when its target exists.
+        bound = self._bound_for_unlisted(server_of(url), mc.max_concurrency)
         key = (module, url)
         found = self._unlisted.get(key)
         if found is None:
             # Unlisted hosts count under their module's name on /metrics, so its cardinality
             # stays bounded by the config.
-            bound = self._bounds.setdefault(url, Bound(mc.max_concurrency))
             found = Target(
                 url, url, mc, {}, bound, label=module, observer=self.metrics.observer(module)
             )
@@ -216,6 +233,23 @@ class Exporter:
                 self._retire(self._unlisted.popitem(last=False)[1])
         self._unlisted.move_to_end(key)
         return found
+
+    def _bound_for_unlisted(self, server: Server, size: int) -> Bound:
+        """The bound of a configured server, else one from the unlisted LRU. A server drops out
+        of it only once MAX_UNLISTED_TARGETS other servers were probed since, by when each of
+        its unlisted targets has dropped out of theirs: no two live targets of one server hold
+        different bounds."""
+        bound = self._bounds.get(server)
+        if bound is not None:
+            return bound
+        bound = self._unlisted_bounds.get(server)
+        if bound is not None:
+            self._unlisted_bounds.move_to_end(server)
+            return bound
+        bound = self._unlisted_bounds[server] = Bound(size)
+        if len(self._unlisted_bounds) > MAX_UNLISTED_TARGETS:
+            self._unlisted_bounds.popitem(last=False)
+        return bound
 
     async def probe(self, target: Target, budget: float) -> Snapshot:
         """Probe ``target`` within ``budget`` seconds."""
