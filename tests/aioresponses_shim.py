@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import inspect
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import aioresponses.core
+from aiohttp.abc import AbstractStreamWriter
 
 
 class ShimResponse(aiohttp.ClientResponse):
     def __init__(self, *args: Any, stream_writer: Any = None, **kwargs: Any) -> None:
         # A mocked request sent nothing: all aiohttp reads from the writer is its output size.
-        writer = stream_writer or SimpleNamespace(output_size=0)
+        writer = stream_writer or cast(AbstractStreamWriter, SimpleNamespace(output_size=0))
         super().__init__(*args, stream_writer=writer, **kwargs)
 
 
 def install() -> None:
     if "stream_writer" in inspect.signature(aiohttp.ClientResponse.__init__).parameters:
-        aioresponses.core.ClientResponse = ShimResponse  # type: ignore[misc]
+        aioresponses.core.ClientResponse = ShimResponse  # type: ignore[attr-defined]

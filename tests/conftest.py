@@ -1,11 +1,13 @@
-"""Shared test parts: the official fixtures, the simulator and the exporter on loopback, and a
-reader for the exposition format."""
+"""Shared test parts: the official fixtures, the simulator and the exporter on loopback, a
+reader for the exposition formats, and a way to wait for a condition instead of a time."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,9 @@ import aiohttp
 import aioresponses_shim
 import pytest
 from aiohttp import web
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from whm_exporter.config import Loaded, build_config
@@ -38,11 +43,23 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def samples(text: str) -> Samples:
-    """Exposition text to {(name, labels): value}; fails on anything the parser refuses."""
+    """Exposition text (0.0.4, or OpenMetrics when it ends with ``# EOF``) to
+    {(name, labels): value}; fails on anything the parser refuses and on any series written
+    twice, which makes the whole exposition invalid for Prometheus."""
+    openmetrics = text.rstrip().endswith("# EOF")
+    families = openmetrics_families(text) if openmetrics else text_string_to_metric_families(text)
     out: Samples = {}
-    for family in text_string_to_metric_families(text):
+    for family in families:
         for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
+            key = (s.name, frozenset(s.labels.items()))
+            if key in out:
+                raise AssertionError(f"series written twice: {s.name} {s.labels}")
+            out[key] = s.value
+    # The OpenMetrics parser drops a sample repeated right after itself without a word: every
+    # sample line must have been read.
+    lines = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+    if lines != len(out):
+        raise AssertionError(f"{lines} sample lines but {len(out)} series: some written twice")
     return out
 
 
@@ -78,6 +95,7 @@ class Running:
     exporter: Exporter
     url: str
     session: aiohttp.ClientSession
+    runner: web.AppRunner
 
     async def get(self, path: str, **headers: str) -> tuple[int, str]:
         async with self.session.get(self.url + path, headers=headers) as resp:
@@ -120,12 +138,26 @@ async def start_exporter() -> AsyncIterator[Callable[[dict[str, Any]], Awaitable
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         session = aiohttp.ClientSession()
         started.append((runner, session))
-        return Running(exporter, f"http://127.0.0.1:{runner.addresses[0][1]}", session)
+        return Running(exporter, f"http://127.0.0.1:{runner.addresses[0][1]}", session, runner)
 
     yield start
     for runner, session in started:
         await session.close()
         await runner.cleanup()
+
+
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]], what: str, seconds: float = 10
+) -> None:
+    """Wait for a condition (checked every 10 ms), not for a time; fails after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        met = condition()
+        if met if isinstance(met, bool) else await met:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still waiting after {seconds}s for {what}")
+        await asyncio.sleep(0.01)
 
 
 def require_tool(name: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import TOKEN, WHM, Running, module, series, value
+from conftest import TOKEN, WHM, Running, module, series, value, wait_until
 
 from whm_exporter.config import load_config
 from whm_exporter.exporter import Exporter
@@ -148,7 +148,8 @@ async def test_a_joiner_keeps_its_own_deadline(start_whm, start_exporter) -> Non
     whm: WHM = await start_whm(DATASET, latency=0.02)
     running = await start_exporter(module(whm.url, max_concurrency=2))
     short = asyncio.create_task(running.probe(**{SCRAPE: "0.6"}))
-    await asyncio.sleep(0)  # the short probe arrives first and starts the collection
+    # The short probe arrives first and starts the collection.
+    await wait_until(lambda: whm.sim.stats.calls.total() > 0, "the short probe's first call")
     patient = asyncio.create_task(running.probe(**{SCRAPE: "30"}))
     cut = await short
     assert value(cut, "whm_probe_deadline_exceeded") == 1
@@ -188,6 +189,7 @@ async def test_a_new_spammer_is_in_the_first_probe_after_it_appears(
     await target_of(running).collection.settled()
     spammer = whm.sim.quiet_address()
     user = dataset.owner(spammer)
+    assert user is not None
     before = await running.probe()
     quiet = value(before, "whm_sender_unique_recipients", user=user, sender=spammer, window="1h")
     assert (quiet or 0) < 100

@@ -3,7 +3,7 @@ own writers and parsers: same families, same samples, names and HELP."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import pytest
 from conftest import samples
@@ -102,7 +102,7 @@ def reference(fams: Sequence[Family]) -> CollectorRegistry:
     return registry
 
 
-def strict(parsed: Iterator[Metric]) -> list[Metric]:
+def strict(parsed: Iterable[Metric]) -> list[Metric]:
     """Parsed families, failing on a duplicate family or series (a parser keeps both)."""
     out = list(parsed)
     assert len({m.name for m in out}) == len(out), "duplicate family"

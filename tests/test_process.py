@@ -18,7 +18,7 @@ import aiohttp
 import bcrypt
 import pytest
 import yaml
-from conftest import TOKEN, WHM, samples, value
+from conftest import TOKEN, WHM, samples, value, wait_until
 
 from whm_exporter.simulator import Dataset
 
@@ -155,13 +155,19 @@ async def test_token_appears_nowhere_at_debug_level(
     status, text = await exporter.get("/probe?target=good")
     assert value(samples(text), "whm_up") == 1
     assert value(samples(text), "whm_api_errors", function="get_mailbox_status_list", reason="auth")
-    # A broken config holding the token inline, then SIGHUP with it, are refused and logged.
+    # A broken config holding the token inline is refused on SIGHUP (the reload gauge drops
+    # from 1 to 0), then on POST, and logged both times.
     exporter.config.write_text(f"modules:\n  default:\n    token: {TOKEN}\n    timeout: x\n")
-    bodies.append((await exporter.get("/-/reload", "POST"))[1])
     exporter.proc.send_signal(signal.SIGHUP)
-    await asyncio.sleep(0.3)
-    bodies.append((await exporter.get("/metrics"))[1])
-    assert value(samples(bodies[-1]), "whm_exporter_config_last_reload_successful") == 0
+
+    async def refused() -> bool:
+        bodies.append((await exporter.get("/metrics"))[1])
+        return value(samples(bodies[-1]), "whm_exporter_config_last_reload_successful") == 0
+
+    await wait_until(refused, "SIGHUP to refuse the broken config")
+    status, body = await exporter.get("/-/reload", "POST")
+    assert status == 500
+    bodies.append(body)
     check = await asyncio.to_thread(
         subprocess.run,
         [
@@ -178,7 +184,7 @@ async def test_token_appears_nowhere_at_debug_level(
     assert check.returncode == 1
     code, out, err = exporter.stop()
     assert code == 0
-    assert "config reload refused" in err
+    assert err.count("config reload refused") == 2
     everything = "\n".join([*bodies, out, err, check.stdout, check.stderr])
     for secret in (TOKEN, OTHER_TOKEN):
         assert secret not in everything
@@ -213,7 +219,9 @@ async def test_sigterm_with_a_probe_in_flight_exits_cleanly(start_whm, run_expor
     document["modules"]["default"].update(request_timeout="1m", timeout="1m")
     exporter: Process = await run_exporter(document, env={"OTHER_TOKEN": OTHER_TOKEN})
     in_flight = asyncio.create_task(exporter.get("/probe?target=good"))
-    await asyncio.sleep(0.5)
+    await wait_until(
+        lambda: whm.sim.stats.calls["get_mailbox_status_list"] > 0, "a mailbox call in flight"
+    )
     started = time.monotonic()
     code, _, err = await asyncio.to_thread(exporter.stop)
     assert code == 0, err

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
-from conftest import WHM, Running, module, samples, series, value
+from conftest import WHM, Running, module, samples, series, value, wait_until
 
 from whm_exporter.config import load_config
 from whm_exporter.exporter import Exporter
@@ -40,7 +40,8 @@ async def from_file(tmp_path: Path) -> AsyncIterator[Any]:
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         session = aiohttp.ClientSession()
         runners.append((runner, session))
-        return Running(exporter, f"http://127.0.0.1:{runner.addresses[0][1]}", session), path
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        return Running(exporter, url, session, runner), path
 
     yield start
     for runner, session in runners:
@@ -73,6 +74,25 @@ async def test_bad_new_config_is_refused_and_the_old_one_serves(start_whm, from_
     assert (await running.get("/probe?target=t"))[0] == 400
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"modules:\n  default:\n    token: caf\xe9\n",
+        b"",
+        b"modules:\n  default:\n    token: x\n    timeout: 0s\n",
+        b"modules:\n  default:\n    token: x\n    tls: {ca_file: /nonexistent/ca.pem}\n",
+    ],
+)
+async def test_reload_refuses_a_file_that_cannot_load(start_whm, from_file, content: bytes) -> None:
+    whm: WHM = await start_whm(SMALL)
+    running, path = await from_file(module(whm.url))
+    path.write_bytes(content)
+    assert await _post(running, "/-/reload") == 500
+    _, own = await running.get("/metrics")
+    assert _reload_gauge(own) == 0
+    assert value(await running.probe(), "whm_up") == 1
+
+
 async def test_probe_in_flight_finishes_on_the_config_it_started_with(start_whm, from_file) -> None:
     old: WHM = await start_whm(SMALL, latency=0.3)
     new: WHM = await start_whm(OTHER)
@@ -80,7 +100,7 @@ async def test_probe_in_flight_finishes_on_the_config_it_started_with(start_whm,
         module(old.url, discovery={"enabled": False}, users={"acme001": ["acme001"]})
     )
     in_flight = asyncio.create_task(running.probe())
-    await asyncio.sleep(0.1)
+    await wait_until(lambda: old.sim.stats.in_flight > 0, "the probe's first call")
     path.write_text(yaml.safe_dump(module(new.url)))
     assert await _post(running, "/-/reload") == 200
     found = await in_flight
@@ -116,6 +136,9 @@ async def test_many_concurrent_scrapes_are_all_answered_and_whm_sees_one_probe(
     await running.probe()
     gc.collect()
     baseline = tracemalloc.get_traced_memory()[0]
+    assert running.runner.server is not None
+    server = running.runner.server
+    connections = len(server.connections)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -131,7 +154,7 @@ async def test_many_concurrent_scrapes_are_all_answered_and_whm_sees_one_probe(
     assert statuses == [200] * 250
     assert whm.sim.stats.calls.total() - before == one_probe
     # The clients have hung up; let the server drop those connections and their last answers.
-    await asyncio.sleep(0.2)
+    await wait_until(lambda: len(server.connections) <= connections, "the server to hang up")
     gc.collect()
     grown = tracemalloc.get_traced_memory()[0] - baseline
     tracemalloc.stop()

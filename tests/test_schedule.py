@@ -159,7 +159,8 @@ def test_an_answer_younger_than_refresh_is_not_asked_again() -> None:
     answer(state, mailbox, Kept(()), 10.0)
     refresh = schedule.refresh_of(state.module)
     state.new_epoch(40.0)
-    assert mailbox not in {schedule.next_item(state, 40.0, refresh)}
+    found = schedule.next_item(state, 40.0, refresh)
+    assert found is None or found[0] is not mailbox
     assert ("MAILBOX", "bob", "b1@x") not in order(state, 40.0, refresh)
     state.new_epoch(71.0)
     assert ("MAILBOX", "bob", "b1@x") in order(state, 71.0, refresh)

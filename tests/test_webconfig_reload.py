@@ -78,7 +78,7 @@ def refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
-async def get(url: str, ctx: ssl.SSLContext | bool = False, **headers: str) -> str:
+async def get(url: str, ctx: ssl.SSLContext | bool = False, /, **headers: str) -> str:
     """Status of a GET on a new connection, or "refused" when TLS fails."""
     try:
         async with (
