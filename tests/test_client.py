@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import ssl
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -11,7 +14,8 @@ from aioresponses import aioresponses
 from conftest import TOKEN
 from pydantic import SecretStr
 
-from whm_exporter.whm.client import WHMClient
+from whm_exporter.config import TLSConfig
+from whm_exporter.whm.client import WHMClient, new_session
 from whm_exporter.whm.errors import WHMError
 
 URL = "https://whm.test:2087"
@@ -37,27 +41,63 @@ async def test_call_sends_token_header_and_api_version(client: WHMClient) -> Non
     assert calls[0].kwargs["headers"]["Authorization"] == f"whm reseller:{TOKEN}"
 
 
+@pytest.mark.parametrize("base", [URL + "/", "https://WHM.X/"])
+async def test_a_trailing_slash_in_the_url_makes_no_double_slash(base: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        client = WHMClient(
+            session, base, "root", SecretStr(TOKEN), request_timeout=5, max_response_bytes=2048
+        )
+        with aioresponses() as mocked:
+            mocked.get(re.compile(".*"), payload={"metadata": {"result": 1}})
+            await client.call("listaccts")
+    (_, url), _ = next(iter(mocked.requests.items()))
+    assert str(url).lower() == base.lower() + "json-api/listaccts?api.version=1"
+
+
+def not_json(text: str) -> str:
+    return f"answer is not JSON: {text}"
+
+
 @pytest.mark.parametrize(
-    ("status", "body", "reason"),
+    ("status", "body", "reason", "detail"),
     [
-        (401, "<html>Login</html>", "auth"),
-        (403, "Forbidden", "auth"),
-        (500, "oops", "http"),
-        (502, "<html>Bad Gateway</html>", "http"),
-        (200, "<html><title>WHM Login</title></html>", "protocol"),
-        (200, "", "protocol"),
-        (200, '{"metadata": {"res', "protocol"),
+        (401, "<html>Login</html>", "auth", "HTTP 401: credentials refused"),
+        (403, "Forbidden", "auth", "HTTP 403: credentials refused"),
+        (500, "oops", "http", "HTTP 500"),
+        (502, "<html>Bad Gateway</html>", "http", "HTTP 502"),
+        (
+            200,
+            "<html><title>WHM Login</title></html>",
+            "protocol",
+            not_json("'<html><title>WHM Login</title></html>'"),
+        ),
+        (200, "", "protocol", not_json("empty body")),
+        (200, " \n ", "protocol", not_json("empty body")),
+        (200, '{"metadata": {"res', "protocol", not_json("""'{"metadata": {"res'""")),
+        (200, "line one\nline two", "protocol", not_json("'line one line two'")),
+        (200, "x" * 100, "protocol", not_json(repr("x" * 80))),
+        (200, f"<p>{TOKEN}</p>", "protocol", not_json("'<p><token></p>'")),
     ],
 )
-async def test_failures_are_classified(
-    client: WHMClient, status: int, body: str, reason: str
+async def test_failures_are_classified_and_described(
+    client: WHMClient, status: int, body: str, reason: str, detail: str
 ) -> None:
     with aioresponses() as mocked:
         mocked.get(ANY, status=status, body=body)
         with pytest.raises(WHMError) as err:
             await client.call("listaccts")
-    assert err.value.reason == reason
-    assert TOKEN not in str(err.value)
+    assert (err.value.reason, err.value.detail) == (reason, detail)
+
+
+async def test_a_redirect_is_not_followed(client: WHMClient) -> None:
+    # A login page or another host must not receive the token through a redirect.
+    with aioresponses() as mocked:
+        mocked.get(ANY, status=302, headers={"Location": URL + "/json-api/elsewhere"})
+        mocked.get(ANY, payload={"metadata": {"result": 1}})
+        with pytest.raises(WHMError) as err:
+            await client.call("listaccts")
+    assert (err.value.reason, err.value.detail) == ("http", "HTTP 302")
+    assert sum(len(calls) for calls in mocked.requests.values()) == 1
 
 
 async def test_not_found_marks_an_unknown_function(client: WHMClient) -> None:
@@ -65,31 +105,105 @@ async def test_not_found_marks_an_unknown_function(client: WHMClient) -> None:
         mocked.get(ANY, status=404, body="Not Found")
         with pytest.raises(WHMError) as err:
             await client.call("get_mailbox_status_list", {"account": "a@b.c"})
-    assert (err.value.reason, err.value.unknown_function) == ("http", True)
+    assert (err.value.reason, err.value.detail, err.value.unknown_function) == (
+        "http",
+        "HTTP 404",
+        True,
+    )
 
 
-async def test_timeout(client: WHMClient) -> None:
+def cert_error(code: int, text: str) -> ssl.SSLCertVerificationError:
+    err = ssl.SSLCertVerificationError(1, text)
+    err.verify_code = code
+    return err
+
+
+CA_HINT = "is WHM's certificate self-signed or from a private CA? give its CA in tls.ca_file"
+NAME_HINT = "the certificate names another host: give a name it holds in tls.server_name"
+
+
+@pytest.mark.parametrize(
+    ("exception", "reason", "detail"),
+    [
+        (TimeoutError(), "timeout", "no complete answer within 5s"),
+        (aiohttp.ServerDisconnectedError(), "connect", "Server disconnected"),
+        (ConnectionResetError("reset by peer"), "connect", "reset by peer"),
+        (aiohttp.ClientConnectionError("x" * 200), "connect", "x" * 200),
+        (aiohttp.ClientConnectionError("x" * 201), "connect", "x" * 197 + "..."),
+        (RuntimeError("Session is closed"), "http", "Session is closed"),
+        (RuntimeError(), "http", "RuntimeError"),
+        (
+            cert_error(20, "unable to get local issuer"),
+            "tls",
+            f"unable to get local issuer ({CA_HINT})",
+        ),
+        (cert_error(62, "Hostname mismatch"), "tls", f"Hostname mismatch ({NAME_HINT})"),
+        (cert_error(10, "certificate has expired"), "tls", "certificate has expired"),
+        (ssl.SSLError(1, "handshake failure"), "tls", "handshake failure"),
+    ],
+)
+async def test_exchange_failures_are_classified_and_described(
+    client: WHMClient, exception: Exception, reason: str, detail: str
+) -> None:
     with aioresponses() as mocked:
-        mocked.get(ANY, exception=TimeoutError())
+        mocked.get(ANY, exception=exception)
         with pytest.raises(WHMError) as err:
             await client.call("listaccts")
-    assert err.value.reason == "timeout"
+    assert (err.value.reason, err.value.detail) == (reason, detail)
 
 
-async def test_connection_failures(client: WHMClient) -> None:
+@pytest.mark.parametrize("size", [2047, 2048])
+async def test_a_body_up_to_the_cap_is_read(client: WHMClient, size: int) -> None:
+    body = '{"pad": "' + "x" * (size - 11) + '"}'
+    assert len(body) == size
     with aioresponses() as mocked:
-        mocked.get(ANY, exception=aiohttp.ServerDisconnectedError())
+        mocked.get(ANY, body=body)
+        assert await client.call("listaccts") == {"pad": "x" * (size - 11)}
+
+
+async def test_an_announced_length_over_the_cap_is_refused_unread(client: WHMClient) -> None:
+    with aioresponses() as mocked:
+        mocked.get(ANY, body="[" + " " * 2047 + "]", headers={"Content-Length": "2049"})
         with pytest.raises(WHMError) as err:
             await client.call("listaccts")
-    assert err.value.reason == "connect"
+    assert (err.value.reason, err.value.detail) == (
+        "protocol",
+        "answer of 2049 bytes exceeds the cap",
+    )
 
 
-async def test_any_other_failure_is_an_error_of_that_call(client: WHMClient) -> None:
+async def test_an_announced_length_at_the_cap_is_read(client: WHMClient) -> None:
     with aioresponses() as mocked:
-        mocked.get(ANY, exception=RuntimeError("Session is closed"))
-        with pytest.raises(WHMError) as err:
-            await client.call("listaccts")
-    assert (err.value.reason, err.value.detail) == ("http", "Session is closed")
+        mocked.get(ANY, body="[" + " " * 2046 + "]", headers={"Content-Length": "2048"})
+        assert await client.call("listaccts") == []
+
+
+async def test_chunks_that_add_up_past_the_cap_are_refused() -> None:
+    # Each read is under the cap; together they are over it.
+    async with aiohttp.ClientSession() as session:
+        client = WHMClient(
+            session, URL, "root", SecretStr(TOKEN), request_timeout=5, max_response_bytes=90_000
+        )
+        with aioresponses() as mocked:
+            mocked.get(ANY, payload={"text": "z" * 100_000})
+            with pytest.raises(WHMError) as err:
+                await client.call("listaccts")
+    assert (err.value.reason, err.value.detail) == (
+        "protocol",
+        "answer exceeds the cap of 90000 bytes",
+    )
+
+
+async def test_a_body_read_in_many_chunks_is_whole() -> None:
+    # More than one read of 64 KiB (aioresponses cannot stream much more).
+    text = "y" * 100_000
+    async with aiohttp.ClientSession() as session:
+        client = WHMClient(
+            session, URL, "root", SecretStr(TOKEN), request_timeout=5, max_response_bytes=2**20
+        )
+        with aioresponses() as mocked:
+            mocked.get(ANY, payload={"text": text})
+            assert await client.call("listaccts") == {"text": text}
 
 
 async def test_body_over_the_cap_is_refused(client: WHMClient) -> None:
@@ -169,3 +283,43 @@ async def test_observer_sees_each_call_with_its_outcome() -> None:
             with pytest.raises(WHMError):
                 await client.call("listaccts")
     assert seen == [("listaccts", "success"), ("list_pops_for", "auth"), ("listaccts", "http")]
+
+
+async def test_observer_sees_a_cancelled_call_as_a_timeout_with_its_duration() -> None:
+    seen: list[tuple[str, float, str]] = []
+    started = asyncio.Event()
+
+    async def never(url: Any, **kwargs: Any) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    async with aiohttp.ClientSession() as session:
+        client = WHMClient(
+            session,
+            URL,
+            "root",
+            SecretStr(TOKEN),
+            request_timeout=5,
+            max_response_bytes=2048,
+            observer=lambda f, s, o: seen.append((f, s, o)),
+        )
+        with aioresponses() as mocked:
+            mocked.get(ANY, callback=never)
+            call = asyncio.create_task(client.call("listaccts"))
+            await started.wait()
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+    [(function, seconds, outcome)] = seen
+    assert (function, outcome) == ("listaccts", "timeout")
+    assert 0 <= seconds < 5
+
+
+def test_a_session_holds_no_cookies_and_as_many_connections_as_the_bound() -> None:
+    async def check() -> None:
+        async with new_session(TLSConfig(), 3) as session:
+            assert isinstance(session.cookie_jar, aiohttp.DummyCookieJar)
+            assert session.connector is not None
+            assert session.connector.limit == 3
+
+    asyncio.run(check())

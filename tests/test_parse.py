@@ -20,6 +20,16 @@ PARSERS = [
     parse.mail_flow,
     parse.pops_with_disk,
 ]
+FUNCTIONS = [
+    "get_mailbox_status_list",
+    "get_mailbox_status",
+    "get_unique_recipient_count_per_sender_for_user",
+    "get_unique_sender_recipient_count_per_user",
+    "listaccts",
+    "list_pops_for",
+    "emailtrack_user_stats",
+    "uapi_cpanel",
+]
 OFFICIAL_FOLDERS = {
     "INBOX": (42000, 42),
     "INBOX.Drafts": (5, 522),
@@ -136,6 +146,14 @@ def test_unknown_app_is_recognised_only_when_the_reason_names_the_function() -> 
     with pytest.raises(WHMError) as err:
         parse.mailbox_status_list(other)
     assert not err.value.unknown_function
+
+
+@pytest.mark.parametrize(("parser", "function"), list(zip(PARSERS, FUNCTIONS, strict=True)))
+def test_each_parser_knows_its_own_function_as_unknown(parser: Any, function: str) -> None:
+    reason = f"Unknown app ({function}) requested for this version (1) of the API."
+    with pytest.raises(WHMError) as err:
+        parser(failure(function, reason))
+    assert (err.value.reason, err.value.unknown_function) == ("api", True)
 
 
 def test_function_not_found_is_an_unknown_function() -> None:
@@ -268,3 +286,129 @@ def test_any_failure_inside_a_parser_is_a_protocol_error(parser: Any) -> None:
     with pytest.raises(WHMError) as err:
         parser(Exploding(metadata={"result": 1}, data={}))
     assert err.value.reason == "protocol"
+
+
+LIST = "get_mailbox_status_list"
+SENDERS = "get_unique_recipient_count_per_sender_for_user"
+TOTALS = "get_unique_sender_recipient_count_per_user"
+
+
+def folder(**fields: Any) -> dict[str, Any]:
+    return ok(LIST, {"mailboxes": [{"mailbox": "INBOX", "messages": 1, "vsize": 1, **fields}]})
+
+
+# What an operator reads on the debug page for each broken answer: the field at fault and the
+# value, cut to 60 characters.
+DETAILS = [
+    (parse.mailbox_status_list, [], "answer is list, expected a JSON object"),
+    (parse.mailbox_status_list, {"data": {}}, "answer has no metadata.result"),
+    (parse.mailbox_status_list, {"metadata": {}}, "answer has no metadata.result"),
+    (parse.mailbox_status_list, {"metadata": ["result"]}, "answer has no metadata.result"),
+    (parse.pops, {"metadata": {"result": 2}}, "metadata.result is 2, expected 1 or 0"),
+    (parse.pops, {"metadata": {"result": "yes"}}, "metadata.result is not a whole number: 'yes'"),
+    (parse.mailbox_status_list, ok(LIST, None), "data is NoneType, expected an object"),
+    (parse.mailbox_status_list, ok(LIST, {}), "data has no 'mailboxes'"),
+    (
+        parse.mailbox_status_list,
+        ok(LIST, {"mailboxes": {}}),
+        "data.mailboxes is dict, expected a list",
+    ),
+    (
+        parse.mailbox_status_list,
+        ok(LIST, {"mailboxes": [3]}),
+        "mailbox entry is int, expected an object",
+    ),
+    (parse.mailbox_status_list, folder(mailbox=3), "mailbox name is not a non-empty string: 3"),
+    (
+        parse.mailbox_status_list,
+        folder(messages="x" * 100),
+        "INBOX.messages is not a whole number: " + repr("x" * 100)[:60],
+    ),
+    (
+        parse.mailbox_status_list,
+        folder(vsize=[1]),
+        "INBOX.vsize is not a whole number: a JSON array",
+    ),
+    (
+        parse.mailbox_status_list,
+        folder(vsize={"a": 1}),
+        "INBOX.vsize is not a whole number: a JSON object",
+    ),
+    (parse.mailbox_status_list, folder(messages=-1), "INBOX.messages is out of range: -1"),
+    (
+        parse.mailbox_status_list,
+        folder(messages=2**53 + 1),
+        f"INBOX.messages is out of range: {2**53 + 1}",
+    ),
+    (
+        parse.mailbox_status_list,
+        folder(messages="9" * 17),
+        f"INBOX.messages is out of range: '{'9' * 17}'",
+    ),
+    (
+        parse.mailbox_status_list,
+        ok(LIST, {"mailboxes": [{"mailbox": "INBOX", "vsize": 1}]}),
+        "INBOX has no 'messages'",
+    ),
+    (
+        parse.mailbox_status_list,
+        ok(LIST, {"mailboxes": [{"mailbox": "INBOX", "messages": 1}]}),
+        "INBOX has no 'vsize'",
+    ),
+    (parse.mailbox_status, ok("get_mailbox_status", []), "data is list, expected an object"),
+    (
+        parse.sender_counts,
+        ok(SENDERS, {"payload": [{"unique_recipient_count": 1}]}),
+        "payload entry has no 'sender'",
+    ),
+    (
+        parse.sender_counts,
+        ok(SENDERS, {"payload": [{"sender": ""}]}),
+        "sender is not a non-empty string: ''",
+    ),
+    (
+        parse.sender_counts,
+        ok(SENDERS, {"payload": [{"sender": "a@b.c"}]}),
+        "a@b.c has no 'unique_recipient_count'",
+    ),
+    (
+        parse.sender_counts,
+        ok(SENDERS, {"payload": [{"sender": "a@b.c", "unique_recipient_count": "x"}]}),
+        "a@b.c count is not a whole number: 'x'",
+    ),
+    (
+        parse.user_totals,
+        ok(TOTALS, {"payload": [{"user": "bob", "unique_sender_recipient_count": 1}] * 2}),
+        "user 'bob' appears twice",
+    ),
+    (parse.accounts, ok("listaccts", {"acct": [{"suspended": 0}]}), "acct entry has no 'user'"),
+    (
+        parse.accounts,
+        ok("listaccts", {"acct": [{"user": "bob", "suspended": "x"}]}),
+        "suspended is not a whole number: 'x'",
+    ),
+    (parse.pops, ok("list_pops_for", {"pops": [3]}), "pop is not a non-empty string: 3"),
+    (parse.pops, Exploding(metadata={"result": 1}), "unreadable answer (RuntimeError)"),
+]
+
+
+@pytest.mark.parametrize(("parser", "body", "detail"), DETAILS)
+def test_each_broken_answer_names_what_is_wrong(parser: Any, body: Any, detail: str) -> None:
+    with pytest.raises(WHMError) as err:
+        parser(body)
+    assert (err.value.reason, err.value.detail) == ("protocol", detail)
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_failure_keeps_whms_reason_in_every_parser(parser: Any) -> None:
+    with pytest.raises(WHMError) as err:
+        parser({"metadata": {"result": "0", "reason": "API failure: (XID 1a) nope"}})
+    assert (err.value.reason, err.value.detail) == ("api", "API failure: (XID 1a) nope")
+    with pytest.raises(WHMError) as err:
+        parser({"metadata": {"result": 0, "reason": ""}})
+    assert (err.value.reason, err.value.detail) == ("api", "no reason given")
+
+
+@pytest.mark.parametrize("value", [0, "0", "000", "9007199254740992", 2**53, float(2**53)])
+def test_counters_at_the_edges_of_the_range_are_accepted(value: object) -> None:
+    assert parse.counter(value, "x") == int(value)  # type: ignore[call-overload]
