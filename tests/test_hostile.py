@@ -85,6 +85,20 @@ async def test_hostile_answer_is_one_error_reason_and_nothing_else(
     assert (await running.get("/probe?target=t"))[0] == 200
 
 
+async def test_nesting_deep_enough_to_crash_a_recursive_decoder_is_one_error(
+    start_whm, start_exporter
+) -> None:
+    # 400 kB, under the cap: the decoder itself must refuse it (orjson < 3.9.15 crashed).
+    whm: WHM = await start_whm(DATASET, faults={BROKEN[0]: "deeper_nesting"})
+    running = await start_exporter(module(whm.url, max_response_bytes=2**20))
+    found = samples((await running.get("/probe?target=t"))[1])
+    errors = series(found, "whm_api_errors")
+    assert errors == {
+        frozenset({("function", "get_mailbox_status_list"), ("reason", "protocol")}): 1
+    }
+    assert (await running.get("/-/healthy"))[0] == 200
+
+
 async def test_strange_names_stay_valid_exposition(start_whm, start_exporter) -> None:
     senders = f"get_unique_recipient_count_per_sender_for_user:{USER}"
     whm: WHM = await start_whm(DATASET, faults={BROKEN[0]: "weird_names", senders: "weird_names"})

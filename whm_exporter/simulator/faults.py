@@ -67,10 +67,10 @@ def _with_result(result: str) -> Callable[[str], str]:
     )
 
 
-def _deep(function: str) -> str:
-    """A mailbox list nested 20,000 arrays deep: small on the wire, fatal to a recursive decoder."""
-    depth = 20_000
-    return json.dumps(_ok(function, {"mailboxes": None})).replace(
+def _deep(depth: int) -> Callable[[str], str]:
+    """A mailbox list nested ``depth`` arrays deep: small on the wire, fatal to a recursive
+    decoder (20,000 exceeds Python's recursion limit; 200,000 crashed orjson < 3.9.15)."""
+    return lambda function: json.dumps(_ok(function, {"mailboxes": None})).replace(
         '"mailboxes": null', '"mailboxes": ' + "[" * depth + "]" * depth
     )
 
@@ -180,7 +180,8 @@ FAULTS: dict[str, Fault] = {
     "infinite_result": _raw(_with_result("Infinity")),
     "overflow_result": _raw(_with_result("1e999")),
     "fractional_result": _raw(_with_result("1.9")),
-    "deep_nesting": _raw(_deep),
+    "deep_nesting": _raw(_deep(20_000)),
+    "deeper_nesting": _raw(_deep(200_000)),
     "duplicate_folders": _json(_duplicates),
     "weird_names": _json(_weird),
     "huge_body": _huge_body,
