@@ -412,3 +412,43 @@ def test_a_failure_keeps_whms_reason_in_every_parser(parser: Any) -> None:
 @pytest.mark.parametrize("value", [0, "0", "000", "9007199254740992", 2**53, float(2**53)])
 def test_counters_at_the_edges_of_the_range_are_accepted(value: object) -> None:
     assert parse.counter(value, "x") == int(value)  # type: ignore[call-overload]
+
+
+def test_listaccts_flags_left_out_are_off() -> None:
+    # want= can leave any of them out of the answer.
+    assert parse.accounts(ok("listaccts", {"acct": [{"user": "bob"}]})) == [
+        parse.Account("bob", suspended=False, outgoing_held=False, outgoing_suspended=False)
+    ]
+
+
+ROLE_OFF = (
+    "This functionality is not available because the “MailReceive” role is disabled on this server."
+)
+
+
+def uapi(**result: Any) -> dict[str, Any]:
+    """A uapi_cpanel answer: WHM's envelope around the UAPI result."""
+    return ok("uapi_cpanel", {"uapi": result})
+
+
+# uapi_cpanel reports success for the passthrough itself; the UAPI function's own failure is in
+# data.uapi.status and errors (uapi_cpanel reference).
+@pytest.mark.parametrize(
+    ("body", "reason", "detail"),
+    [
+        (ok("uapi_cpanel", {}), "protocol", "data has no 'uapi'"),
+        (ok("uapi_cpanel", {"uapi": []}), "protocol", "data.uapi is list, expected an object"),
+        (uapi(), "protocol", "data.uapi has no 'status'"),
+        (uapi(status="x"), "protocol", "data.uapi.status is not a whole number: 'x'"),
+        (uapi(status=1, data={}), "protocol", "data.uapi.data is dict, expected a list"),
+        (uapi(status=0, errors=["one", "two"]), "api", "list_pops_with_disk: one; two"),
+        (uapi(status=0, errors=None), "api", "list_pops_with_disk: failed"),
+        (uapi(status=0, errors=[]), "api", "list_pops_with_disk: failed"),
+        (uapi(status=0, errors="oops"), "api", "list_pops_with_disk: failed"),
+        (uapi(status=0, errors=[ROLE_OFF]), "role_disabled", ROLE_OFF),
+    ],
+)
+def test_uapi_failures_name_what_is_wrong(body: Any, reason: str, detail: str) -> None:
+    with pytest.raises(WHMError) as err:
+        parse.pops_with_disk(body)
+    assert (err.value.reason, err.value.detail) == (reason, detail)
