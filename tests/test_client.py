@@ -285,7 +285,7 @@ async def test_observer_sees_each_call_with_its_outcome() -> None:
     assert seen == [("listaccts", "success"), ("list_pops_for", "auth"), ("listaccts", "http")]
 
 
-async def test_observer_sees_a_cancelled_call_as_a_timeout_with_its_duration() -> None:
+async def test_observer_sees_a_cancelled_call_as_abandoned_with_its_duration() -> None:
     seen: list[tuple[str, float, str]] = []
     started = asyncio.Event()
 
@@ -311,7 +311,7 @@ async def test_observer_sees_a_cancelled_call_as_a_timeout_with_its_duration() -
             with pytest.raises(asyncio.CancelledError):
                 await call
     [(function, seconds, outcome)] = seen
-    assert (function, outcome) == ("listaccts", "timeout")
+    assert (function, outcome) == ("listaccts", "abandoned")
     assert 0 <= seconds < 5
 
 

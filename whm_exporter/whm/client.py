@@ -84,7 +84,8 @@ class WHMClient:
             outcome = err.reason
             raise
         except asyncio.CancelledError:
-            outcome = "timeout"
+            # No deadline cancels a call: only a stop (shutdown, a replaced target) does.
+            outcome = "abandoned"
             raise
         finally:
             if self._observer is not None:
