@@ -1,6 +1,6 @@
 """How fresh the exporter keeps a server too big for one scrape, scraped as Prometheus scrapes it.
 
-    python benchmarks/freshness.py               # issue 9: 1,500 users x 5 addresses, ~17 min
+    python benchmarks/freshness.py               # issue 9: 1,500 users x 5 addresses, ~15 min
     python benchmarks/freshness.py --scale 0.1 --users 300    # a smoke run, ~2 min
 
 Three processes besides this one: the simulator, the exporter (``python -m whm_exporter``, so its
@@ -459,7 +459,7 @@ async def big_server(
     expected = server.mailboxes()
     a = Scraper("A", session, exporter, args)
     interval = a.interval
-    giving_up = math.ceil(args.give_up * floor_pass / interval) + 2
+    giving_up: int = math.ceil(args.give_up * floor_pass / interval) + 2
     quiet = server.quiet_users(args.priority_threshold)
     rng.shuffle(quiet)
     pending: list[Spammer] = []
@@ -518,7 +518,7 @@ async def big_server(
     # Phase 3: a second scraper at another phase; the server does not fit in one scrape.
     b = Scraper("B", session, exporter, args)
     next_a = t0 + len(run.probes) * interval
-    ha_left = {"A": args.ha_probes, "B": args.ha_probes}
+    ha_left: dict[str, int] = {"A": args.ha_probes, "B": args.ha_probes}
 
     def both(p: Probe) -> bool:
         run.probes.append(p)
@@ -572,7 +572,7 @@ async def fitting_server(
 ) -> FitRun:
     """Phase 5: WHM calls per minute with one scraper, then with two at different phases."""
     fit = FitRun()
-    interval = args.interval * args.scale
+    interval: float = args.interval * args.scale
     fit.refresh = args.ha_refresh * args.scale
     sim_proc, sim = start_simulator(server, args)
     exporter = Exporter.start(exporter_config(sim, args, fit.refresh), workdir, "fit")
@@ -580,15 +580,16 @@ async def fitting_server(
     try:
         a = Scraper("A", session, exporter, args)
         b = Scraper("B", session, exporter, args)
-        warm, k = args.fit_warmup, args.fit_probes
+        warm: int = args.fit_warmup
+        k: int = args.fit_probes
         marks: dict[int, tuple[int, float]] = {}
+        # Counts are read this long before A's tick, so no scrape straddles a reading.
+        margin: float = 0.5 * args.scale
         t0 = time.monotonic()
 
         async def mark_before(index: int) -> None:
             # Just before A's probe ``index``: the count of WHM calls so far.
-            await asyncio.sleep(
-                max(0.0, t0 + index * interval - 0.5 * args.scale - time.monotonic())
-            )
+            await asyncio.sleep(max(0.0, t0 + index * interval - margin - time.monotonic()))
             marks[index] = ((await sim_stats(session, sim))["total"], time.monotonic())
 
         two_from = warm + k + 1  # A's probe after which the count with two begins
@@ -603,7 +604,7 @@ async def fitting_server(
         def on_b(p: Probe) -> bool:
             fit.probes.append(p)
             print_probe(len(fit.probes), p, expected)
-            return p.at + interval < stop_after * interval - 0.5 * args.scale
+            return p.at + interval < stop_after * interval - margin
 
         b_first = t0 + (warm + k + args.ha_phase) * interval
         await asyncio.gather(
