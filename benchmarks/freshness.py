@@ -248,8 +248,9 @@ class Exporter:
         return [line for line in lines if re.search(r"\blevel=(warning|error)\b", line)]
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
 
 
 # --- the floor --------------------------------------------------------------------------------
@@ -784,7 +785,9 @@ async def drive(args: argparse.Namespace) -> None:
     )
     rng = random.Random(args.seed)
     sim_proc, sim = start_simulator(big, args)
-    workdir = Path(tempfile.mkdtemp(prefix="whm-freshness-"))
+    tmp = tempfile.TemporaryDirectory(prefix="whm-freshness-")
+    workdir = Path(tmp.name)
+    exporter: Exporter | None = None
     try:
         floor = measure_floor(sim, big, args)
         throughput = floor["calls"] / floor["seconds"]
@@ -816,8 +819,11 @@ async def drive(args: argparse.Namespace) -> None:
         report(args, big, first_pass, floor_pass, run, fit, rss, cpu, warnings)
         print(f"# load at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
+        if exporter is not None:
+            exporter.stop()
         sim_proc.terminate()
         sim_proc.wait()
+        tmp.cleanup()
 
 
 def main() -> None:
