@@ -346,3 +346,96 @@ def test_a_hot_user_by_mail_flow_gets_every_senders_window_first() -> None:
     hot = {("SENDERS", u, w) for u in ("bob", "carol") for w in ("1h", "1d")}
     assert set(got[2:6]) == hot
     assert got[2][1] == "bob"
+
+
+def test_an_answer_exactly_as_old_as_refresh_may_be_asked_again() -> None:
+    state = state_for(unique_recipients={"enabled": False})  # mailboxes: refresh 1m
+    discovered(state, 1.0)
+    mailbox = state.mailboxes[("bob", "b1@x")]
+    answer(state, mailbox, Kept(()), 10.0)
+    state.new_epoch(70.0)
+    assert schedule.eligible(mailbox, 70.0, state.epoch_start, schedule.refresh_of(state.module))
+    assert not schedule.eligible(mailbox, 69.9, 69.9, schedule.refresh_of(state.module))
+
+
+def test_which_picks_carry_the_spam_signal() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    refresh = schedule.refresh_of(state.module)
+    answer(state, state.totals["1h"], {"bob": 500}, 2.0)
+    for item in [*state.mailboxes.values(), *state.senders.values()]:
+        answer(state, item, Kept(()), 1.5)
+    state.new_epoch(100.0)
+    answer(state, state.totals["1h"], {"bob": 500}, 100.5)
+    picks = []
+    while (picked := schedule.next_item(state, 101.0, refresh)) is not None:
+        item, urgent = picked
+        state.start(item, 101.0, urgent=urgent)
+        picks.append((item.kind.name, item.user, urgent))
+    # bob's senders are hot (urgent); everything else, oldest first, is not.
+    assert picks[0] == ("SENDERS", "bob", True)
+    assert all(not urgent for _, _, urgent in picks[1:])
+    assert len(picks) == 1 + 7 + 2
+
+
+def test_without_totals_kept_senders_go_again_before_any_mailbox() -> None:
+    state = state_for(unique_recipients={"per_user_totals": False})
+    discovered(state, 1.0)
+    refresh = schedule.refresh_of(state.module)
+    for item in [*state.mailboxes.values(), *state.senders.values()]:
+        answer(state, item, Kept(()), 2.0)
+    state.new_epoch(100.0)
+    assert not schedule.spam_signal_fresh(state, 100.0, refresh)
+    got = []
+    while (picked := schedule.next_item(state, 100.0, refresh)) is not None:
+        state.start(picked[0], 100.0, urgent=picked[1])
+        got.append((picked[0].kind.name, picked[1]))
+    assert got == [("SENDERS", True)] * 3 + [("MAILBOX", False)] * 7
+    # The senders are in flight: still not fresh; once answered, fresh.
+    assert not schedule.spam_signal_fresh(state, 100.0, refresh)
+    for item in state.senders.values():
+        state.answered(item, Kept(()), 100.5)
+        state.finish(item, True)
+    assert schedule.spam_signal_fresh(state, 100.5, refresh)
+
+
+def test_count_eligible_counts_every_kind_of_lane_and_server_wide_answers() -> None:
+    state = state_for(unique_recipients={"refresh": "30s"})
+    discovered(state, 1.0)
+    refresh = schedule.refresh_of(state.module)
+    answer(state, state.totals["1h"], {}, 10.0)
+    fail(state, state.senders[("bob", "1h")], 10.0)
+    for item in state.mailboxes.values():
+        answer(state, item, Kept(()), 10.0)
+    state.new_epoch(20.0)
+    # At 25: mailboxes (refresh 1m) and totals (30s) too young; 2 new senders, 1 failed one.
+    assert schedule.count_eligible(state, 25.0, refresh, 100) == 3
+    # At 71: the totals and the 7 mailboxes too.
+    assert schedule.count_eligible(state, 71.0, refresh, 100) == 3 + 1 + 7
+
+
+def test_a_hot_breakdown_answered_before_keeps_the_signal_stale_until_asked_again() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    refresh = schedule.refresh_of(state.module)
+    bob = state.senders[("bob", "1h")]
+    answer(state, bob, Kept(()), 2.0)
+    state.new_epoch(10.0)
+    answer(state, state.totals["1h"], {"bob": 900}, 10.5)
+    assert bob in state.hot
+    assert not schedule.spam_signal_fresh(state, 11.0, refresh)
+    answer(state, bob, Kept(()), 11.0)
+    assert schedule.spam_signal_fresh(state, 11.0, refresh)
+
+
+def test_work_that_exactly_fits_before_the_deadline_is_waited_for() -> None:
+    state = state_for(unique_recipients={"enabled": False}, mail_flow={"enabled": False})
+    discovered(state, 1.0)
+    refresh = schedule.refresh_of(state.module)
+    state.new_epoch(2.0)
+    mailboxes = len(state.mailboxes)  # 7, all new; 11 items in all
+    # Capacity: 1.75 s / 0.25 s a call x 1 at a time = 7 calls: exactly what is left.
+    assert not schedule.answer_now(state, 2.0, 3.75, refresh, call_seconds=0.25, concurrency=1)
+    assert mailboxes == 7
+    # One call less of room: it cannot fit, answer now.
+    assert schedule.answer_now(state, 2.0, 3.5, refresh, call_seconds=0.25, concurrency=1)

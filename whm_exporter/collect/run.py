@@ -12,6 +12,7 @@ Nothing raised inside one call escapes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -26,6 +27,9 @@ from whm_exporter.whm.errors import WHMError
 log = logging.getLogger("whm_exporter.collect")
 
 MAX_IDLE = 600.0
+# A waiting probe looks again at least this often: whether the rest of the work can still fit
+# before its deadline changes with time, not only when a call ends.
+RECHECK = 0.1
 # Outcomes that prove WHM answered and accepted the credentials (whm_up).
 ANSWERED = frozenset({"success", "api", "role_disabled"})
 # Weight of the newest call in the mean call time that predicts what fits before a deadline.
@@ -90,12 +94,13 @@ class Collection:
         self._waiters.add(event)
         try:
             while not self._ready(deadline):
-                event.clear()
-                try:
-                    async with asyncio.timeout(max(0.0, deadline - self._clock())):
-                        await event.wait()
-                except TimeoutError:
+                left = deadline - self._clock()
+                if left <= 0:
                     break
+                event.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(left, RECHECK)):
+                        await event.wait()
         finally:
             self._waiters.discard(event)
             if self._retiring:
@@ -120,10 +125,14 @@ class Collection:
         in_flight = any(self.state.in_flight.values())
         return in_flight or schedule.count_eligible(self.state, self._clock(), self.refresh, 1) > 0
 
-    def _changed(self) -> None:
+    def _changed(self, *, urgent: bool = True) -> None:
+        """Wake the loop; and the waiting probes when what they wait for may have come: a call
+        of the spam signal ended, or no call is left in flight (else they look every RECHECK:
+        waking every probe at every call would cost more than the calls)."""
         self._wake.set()
-        for event in self._waiters:
-            event.set()
+        if urgent or not self._active:
+            for event in self._waiters:
+                event.set()
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -165,10 +174,11 @@ class Collection:
             abandoned = True
             raise
         finally:
+            urgent = item.urgent
             self._active -= 1
             self.bound.release()
             self.state.finish(item, ok, abandoned=abandoned)
-            self._changed()
+            self._changed(urgent=urgent)
 
     async def _ask(self, item: Item[Any]) -> bool:
         call = calls.plan(item, self.state, self._wall())
