@@ -3,17 +3,22 @@ may be asked again, when a probe may answer, and how discovery adds and drops it
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import Any
 
+import pytest
 from conftest import loaded
 
 from whm_exporter.collect import schedule
 from whm_exporter.collect.calls import MAILBOX_LIST, Kept, plan, time_range
 from whm_exporter.collect.state import Addresses, Item, Kind, Stage, TargetState
 from whm_exporter.probe import snapshot
+from whm_exporter.snapshot import CallRecord
 from whm_exporter.whm import parse
 from whm_exporter.whm.parse import Account
 
+FLOW = "emailtrack_user_stats"
 USERS = {u: Account(u, suspended=False) for u in ("alice", "bob", "carol")}
 POPS = {"alice": ("a1@x", "a2@x"), "bob": ("b1@x",), "carol": ("c1@x",)}
 
@@ -273,6 +278,7 @@ def test_users_and_addresses_gone_from_discovery_are_dropped_with_their_items() 
     assert {k[0] for k in state.mailboxes} == {"alice", "dave"}
     assert {k[0] for k in state.senders} == {"alice", "dave"}
     assert all(item.lane is not None for item in state.mailboxes.values())
+    assert_lanes_hold_only_known_items(state)
 
 
 def test_listaccts_filters_suspended_and_excluded_users() -> None:
@@ -439,3 +445,195 @@ def test_work_that_exactly_fits_before_the_deadline_is_waited_for() -> None:
     assert mailboxes == 7
     # One call less of room: it cannot fit, answer now.
     assert schedule.answer_now(state, 2.0, 3.5, refresh, call_seconds=0.25, concurrency=1)
+
+
+def test_nothing_is_asked_before_the_first_probe() -> None:
+    state = state_for()
+    assert schedule.next_item(state, 1.0, schedule.refresh_of(state.module)) is None
+    state.new_epoch(5.0)
+    assert state.interval is None
+    assert schedule.next_item(state, 5.0, schedule.refresh_of(state.module)) is not None
+    state.new_epoch(35.0)
+    assert state.interval == 30.0
+
+
+def test_first_time_picks_do_not_carry_the_spam_signal() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    answer(state, state.totals["1h"], {}, 1.5)
+    state.new_epoch(2.0)
+    refresh = schedule.refresh_of(state.module)
+    picked = schedule.next_item(state, 2.0, refresh)
+    assert picked is not None
+    assert (picked[0].kind, picked[1]) == (Kind.TOTALS, True)
+    state.start(picked[0], 2.0, urgent=True)
+    picked = schedule.next_item(state, 2.0, refresh)
+    assert picked is not None
+    assert (picked[0].kind, picked[1]) == (Kind.MAILBOX, False)
+
+
+def test_the_tally_since_the_previous_probe_and_whm_up() -> None:
+    state = state_for()
+    assert state.take_tally().answered is None
+    assert not state.up
+    state.record(CallRecord("listaccts", "", 0.1, "success"), answered=True)
+    state.record(CallRecord("listaccts", "", 0.1, "connect", "refused"), answered=False)
+    state.record(
+        CallRecord(FLOW, "1h", 0.1, "protocol", "record refused"), answered=False, call_ended=False
+    )
+    state.record(CallRecord("listaccts", "", 0.1, "connect", "refused"), answered=False)
+    state.abandon("list_pops_for")
+    state.abandon("list_pops_for")
+    tally = state.take_tally()
+    assert tally.calls == {"listaccts": 3}
+    assert tally.errors == {("listaccts", "connect"): 2, (FLOW, "protocol"): 1}
+    assert tally.abandoned == {"list_pops_for": 2}
+    assert [c.outcome for c in tally.log] == ["success", "connect", "protocol", "connect"]
+    assert state.up
+    # Nothing ended since: whm_up says what the previous probe said.
+    assert state.take_tally().calls == {}
+    assert state.up
+    state.record(CallRecord("listaccts", "", 0.1, "auth"), answered=False)
+    state.take_tally()
+    assert not state.up
+
+
+def test_an_abandoned_call_leaves_its_item_as_it_was() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    fresh = state.mailboxes[("bob", "b1@x")]
+    state.start(fresh, 5.0, urgent=False)
+    state.finish(fresh, False, abandoned=True)
+    assert fresh.attempted_at == -math.inf
+    assert fresh.lane is state.lanes[(Kind.MAILBOX, Stage.NEW)]
+    kept = state.mailboxes[("bob", "bob")]
+    answer(state, kept, Kept(()), 2.0)
+    state.start(kept, 5.0, urgent=True)
+    assert state.urgent_in_flight == 1
+    state.finish(kept, False, abandoned=True)
+    assert (kept.attempted_at, kept.last_ok) == (2.0, True)
+    assert kept.lane is state.lanes[(Kind.MAILBOX, Stage.KEPT)]
+    assert state.urgent_in_flight == 0
+    assert not state.in_flight[Kind.MAILBOX]
+
+
+def test_hot_order_biggest_first_ties_by_name_and_started_items_leave_it() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    senders = state.senders
+    answer(state, senders[("carol", "1h")], Kept(()), 5.0)
+    state.new_epoch(5.0)
+    # carol's breakdown is as new as this total (both at 5.0): not older, not hot.
+    answer(state, state.totals["1h"], {"alice": 300, "bob": 300, "carol": 900}, 5.0)
+    assert list(state.hot) == [senders[("alice", "1h")], senders[("bob", "1h")]]
+    answer(state, state.totals["1h"], {"alice": 300, "bob": 300, "carol": 900}, 6.0)
+    assert list(state.hot) == [senders[(u, "1h")] for u in ("alice", "bob", "carol")]
+    state.start(senders[("bob", "1h")], 6.0, urgent=True)
+    assert senders[("bob", "1h")] not in state.hot
+    assert state.listaccts is not None
+    answer(state, state.listaccts, {"alice": USERS["alice"]}, 7.0)
+    # carol left: her hot breakdown goes with her.
+    assert list(state.hot) == [senders[("alice", "1h")]]
+
+
+def test_account_filters_apply_to_addresses_and_main_mailboxes() -> None:
+    state = state_for(discovery={"include_accounts": [".*@x", "bob"], "exclude_accounts": ["a2@x"]})
+    discovered(state, 1.0)
+    assert state.accounts == {
+        "alice": ("a1@x",),
+        "bob": ("b1@x", "bob"),
+        "carol": ("c1@x",),
+    }
+
+
+def test_include_users_keeps_only_those_listed() -> None:
+    state = state_for(discovery={"include_users": ["alice|carol"]})
+    assert state.listaccts is not None
+    answer(state, state.listaccts, dict(USERS), 1.0)
+    assert set(state.accounts) == {"alice", "carol"}
+
+
+def test_an_explicit_user_dropped_by_listaccts_keeps_its_explicit_accounts() -> None:
+    state = state_for(explicit={"bob": ("sales@bob.example",)})
+    discovered(state, 1.0)
+    assert set(state.accounts["bob"]) == {"b1@x", "bob", "sales@bob.example"}
+    assert state.listaccts is not None
+    answer(state, state.listaccts, {"alice": USERS["alice"]}, 2.0)
+    assert state.accounts["bob"] == ("sales@bob.example",)
+    assert {a for u, a in state.mailboxes if u == "bob"} == {"sales@bob.example"}
+    assert ("bob", "1h") in state.senders
+    assert_lanes_hold_only_known_items(state)
+
+
+def test_dropping_a_user_with_mailboxes_and_senders_switched_off() -> None:
+    state = state_for(mailboxes={"enabled": False}, unique_recipients={"enabled": False})
+    discovered(state, 1.0)
+    assert state.listaccts is not None
+    answer(state, state.listaccts, {"alice": USERS["alice"]}, 2.0)
+    assert set(state.accounts) == {"alice"}
+    assert state.size == 1 + 1  # listaccts, alice's addresses
+
+
+def test_without_discovery_the_explicit_users_are_everything() -> None:
+    state = state_for(explicit={"dave": ("d@x",)}, discovery={"enabled": False})
+    assert state.listaccts is None
+    assert state.accounts == {"dave": ("d@x",)}
+    found = snapshot("t", state, 1.0, 0.1, 10.0, pending=False)
+    assert found.up is False
+    assert found.discovery_complete
+    assert found.discovered_accounts == 1
+
+
+def test_server_wide_answers_within_refresh_keep_the_signal_fresh() -> None:
+    state = state_for(unique_recipients={"refresh": "30s"})
+    discovered(state, 1.0)
+    refresh = schedule.refresh_of(state.module)
+    answer(state, state.totals["1h"], {}, 10.0)
+    for item in state.senders.values():
+        answer(state, item, Kept(()), 10.0)
+    state.new_epoch(20.0)
+    assert schedule.spam_signal_fresh(state, 25.0, refresh)
+    assert not schedule.spam_signal_fresh(state, 41.0, refresh)
+    # The mailboxes are all still to ask and cannot fit in 0.1 s: answer at once.
+    assert schedule.answer_now(state, 25.0, 25.1, refresh, call_seconds=0.1, concurrency=1)
+    assert not schedule.answer_now(state, 41.0, 41.1, refresh, call_seconds=0.1, concurrency=1)
+
+
+def assert_lanes_hold_only_known_items(state: TargetState) -> None:
+    known = {
+        *state.pops.values(),
+        *state.mailboxes.values(),
+        *state.senders.values(),
+        *([state.listaccts] if state.listaccts else []),
+    }
+    for lane in state.lanes.values():
+        assert set(lane) <= known
+    assert set(state.hot) <= known
+
+
+def test_hot_users_go_biggest_first_and_ties_by_name() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    state.new_epoch(2.0)
+    answer(state, state.totals["1h"], {"bob": 300, "alice": 300, "carol": 900}, 3.0)
+    assert [i.user for i in state.hot] == ["carol", "alice", "bob"]
+
+
+def test_slow_passes_are_logged_once_and_their_recovery_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    state = state_for(mailboxes={"max_age": "10m"}, unique_recipients={"enabled": False})
+    discovered(state, 0.0)
+    for item in state.mailboxes.values():
+        answer(state, item, Kept(()), 10.0)
+    with caplog.at_level(logging.INFO, logger="whm_exporter.probe"):
+        snapshot("t", state, 100.0, 0.1, 10.0, pending=False)
+        assert not caplog.records
+        snapshot("t", state, 700.0, 0.1, 10.0, pending=False)
+        snapshot("t", state, 701.0, 0.1, 10.0, pending=False)
+        assert [r.levelname for r in caplog.records] == ["WARNING"]
+        assert "max_concurrency" in caplog.records[0].getMessage()
+        for item in state.mailboxes.values():
+            answer(state, item, Kept(()), 702.0)
+        snapshot("t", state, 703.0, 0.1, 10.0, pending=False)
+        assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]

@@ -75,10 +75,9 @@ class Item(Generic[A]):
 class Lane:
     """Items in the order they were last tried (items never tried keep their arrival order)."""
 
-    __slots__ = ("_items", "stage")
+    __slots__ = ("_items",)
 
-    def __init__(self, stage: Stage) -> None:
-        self.stage = stage
+    def __init__(self) -> None:
         self._items: OrderedDict[Item[Any], None] = OrderedDict()
 
     def append(self, item: Item[Any]) -> None:
@@ -126,16 +125,24 @@ class TargetState:
         self.module = module
         self.explicit = explicit
         self.lanes: dict[tuple[Kind, Stage], Lane] = {
-            (kind, stage): Lane(stage) for kind in Kind for stage in Stage
+            (kind, stage): Lane() for kind in Kind for stage in Stage
         }
         # Senders whose user the last totals or mail flow showed at or above its threshold,
         # biggest first; each is also in its own lane.
         self.hot: OrderedDict[Item[Any], None] = OrderedDict()
-        self.server_wide: list[Item[Any]] = []
+        # Server-wide items wait in no lane: the scheduler looks at each of them first.
+        recipients = module.unique_recipients
+        totals = recipients.windows if recipients.enabled and recipients.per_user_totals else ()
+        self.totals: dict[str, Item[dict[str, int]]] = {
+            w.label: Item(Kind.TOTALS, subject=w.label) for w in totals
+        }
+        flow = module.mail_flow.windows if module.mail_flow.enabled else ()
+        self.mail_flow: dict[str, Item[dict[str, MailFlow]]] = {
+            w.label: Item(Kind.MAIL_FLOW, subject=w.label) for w in flow
+        }
+        self.server_wide: list[Item[Any]] = [*self.totals.values(), *self.mail_flow.values()]
         self.listaccts: Item[dict[str, Account]] | None = None
         self.pops: dict[str, Item[Addresses]] = {}
-        self.totals: dict[str, Item[dict[str, int]]] = {}
-        self.mail_flow: dict[str, Item[dict[str, MailFlow]]] = {}
         self.senders: dict[tuple[str, str], Item[Any]] = {}
         self.mailboxes: dict[tuple[str, str], Item[Any]] = {}
         # The users scraped and their accounts (explicit, discovered, main mailbox).
@@ -168,17 +175,7 @@ class TargetState:
     # --- the inventory -------------------------------------------------------------------
 
     def _build(self) -> None:
-        m = self.module
-        recipients = m.unique_recipients
-        if recipients.enabled and recipients.per_user_totals:
-            # Server-wide items wait in no lane: the scheduler looks at each of them first.
-            for window in recipients.windows:
-                self.totals[window.label] = Item(Kind.TOTALS, "", window.label)
-        if m.mail_flow.enabled:
-            for window in m.mail_flow.windows:
-                self.mail_flow[window.label] = Item(Kind.MAIL_FLOW, "", window.label)
-        self.server_wide = [*self.totals.values(), *self.mail_flow.values()]
-        if m.discovery.enabled:
+        if self.module.discovery.enabled:
             self.listaccts = self._new(Kind.LISTACCTS)
         for user in self.explicit:
             self._sync_user(user)
@@ -201,7 +198,7 @@ class TargetState:
         before = item.answer or {}
         item.answer = kept
         for user in sorted(kept.keys() - before.keys()):
-            self.pops[user] = self._new(Kind.POPS, user, user)
+            self.pops[user] = self._new(Kind.POPS, user)
             self._sync_user(user)
         for user in before.keys() - kept.keys():
             self._drop(self.pops.pop(user))
@@ -239,7 +236,7 @@ class TargetState:
                     self.senders[(user, window.label)] = self._new(Kind.SENDERS, user, window.label)
 
     def _drop_user(self, user: str) -> None:
-        for account in self.accounts.pop(user, ()):
+        for account in self.accounts.pop(user):
             if (item := self.mailboxes.pop((user, account), None)) is not None:
                 self._drop(item)
         for window in self.module.unique_recipients.windows:
@@ -306,7 +303,6 @@ class TargetState:
             item.last_ok = ok
         if item.urgent:
             self.urgent_in_flight -= 1
-            item.urgent = False
         if item.gone or item.kind in SERVER_WIDE:
             return
         if item.answer is not None:
