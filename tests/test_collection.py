@@ -173,7 +173,7 @@ async def test_collection_stops_taking_work_when_scrapes_stop(start_whm, start_e
     made = whm.sim.stats.calls.total()
     assert made < len(every_account())
     assert whm.sim.stats.in_flight == 0
-    assert not collection._calls
+    assert not collection._workers
     # Nothing runs that could call WHM until the next probe arrives.
     await running.probe(**{SCRAPE: "0.6"})
     assert whm.sim.stats.calls.total() > made

@@ -178,10 +178,11 @@ def _mailbox(state: TargetState, item: Item[Any], function: str, body: object, n
     folders = _MAILBOX_PARSERS[function](body)
     # The answer proves the server has this function: keep using it.
     state.mailbox_function = function
+    filtered = cfg.include_folders or cfg.exclude_folders
     # Folder names repeat across every account: one string each, not one per answer.
     kept = [
         MailboxSample(item.user, item.subject, sys.intern(f.name), f.messages, f.vsize)
         for f in folders
-        if selected(f.name, cfg.include_folders, cfg.exclude_folders)
+        if not filtered or selected(f.name, cfg.include_folders, cfg.exclude_folders)
     ]
     state.answered(item, Kept(tuple(kept), len(folders) - len(kept)), now)

@@ -62,12 +62,11 @@ class Collection:
         self._client = client
         self._clock = clock
         self._wall = wall
-        self._loop_task: asyncio.Task[None] | None = None
-        self._calls: set[asyncio.Task[None]] = set()
-        # Calls of this collection not yet over (the set above lags: done callbacks run later).
+        # Each worker holds one place of the bound and asks one item after another.
+        self._workers: set[asyncio.Task[None]] = set()
+        # Calls of this collection not yet over.
         self._active = 0
         self._waiters: set[asyncio.Event] = set()
-        self._wake = asyncio.Event()
         self._last_arrival = clock()
         self._stopped = False
         # Replaced by a reload: works on for the probes already waiting, then takes no more.
@@ -83,9 +82,7 @@ class Collection:
         self._last_arrival = now
         if not self._waiters:
             self.state.new_epoch(now)
-        if not self._stopped and (self._loop_task is None or self._loop_task.done()):
-            self._loop_task = asyncio.get_running_loop().create_task(self._run())
-        self._wake.set()
+        self._hire()
 
     async def wait(self, deadline: float) -> bool:
         """Until the probe may answer or ``deadline`` (this clock); True when it answers with
@@ -103,8 +100,6 @@ class Collection:
                         await event.wait()
         finally:
             self._waiters.discard(event)
-            if self._retiring:
-                self._wake.set()
         return self.pending()
 
     def _ready(self, deadline: float) -> bool:
@@ -126,10 +121,9 @@ class Collection:
         return in_flight or schedule.count_eligible(self.state, self._clock(), self.refresh, 1) > 0
 
     def _changed(self, *, urgent: bool = True) -> None:
-        """Wake the loop; and the waiting probes when what they wait for may have come: a call
-        of the spam signal ended, or no call is left in flight (else they look every RECHECK:
-        waking every probe at every call would cost more than the calls)."""
-        self._wake.set()
+        """Wake the waiting probes when what they wait for may have come: a call of the spam
+        signal ended, or no call is left in flight (else they look every RECHECK: waking every
+        probe at every call would cost more than the calls)."""
         if urgent or not self._active:
             for event in self._waiters:
                 event.set()
@@ -147,38 +141,44 @@ class Collection:
         limit = min(2 * interval, MAX_IDLE) if interval else MAX_IDLE
         return self._retiring or now - self._last_arrival > limit
 
-    async def _run(self) -> None:
-        while True:
-            await self.bound.acquire()
-            now = self._clock()
-            picked = None if self._idle(now) else schedule.next_item(self.state, now, self.refresh)
-            if picked is None:
-                self.bound.release()
-                if not self._active:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            item, urgent = picked
-            self.state.start(item, now, urgent=urgent)
-            self._active += 1
-            task = asyncio.get_running_loop().create_task(self._call(item))
-            self._calls.add(task)
-            task.add_done_callback(self._calls.discard)
+    def _hire(self) -> None:
+        """Workers up to the bound's size, when there may be work: at a probe's arrival, and
+        after a call whose answer may have brought new items (a user's addresses, a hot user)."""
+        if self._idle(self._clock()):
+            return
+        loop = asyncio.get_running_loop()
+        while len(self._workers) < self.bound.size:
+            worker = loop.create_task(self._work())
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
 
-    async def _call(self, item: Item[Any]) -> None:
-        ok = abandoned = False
-        try:
-            ok = await self._ask(item)
-        except asyncio.CancelledError:
-            abandoned = True
-            raise
-        finally:
-            urgent = item.urgent
-            self._active -= 1
-            self.bound.release()
-            self.state.finish(item, ok, abandoned=abandoned)
-            self._changed(urgent=urgent)
+    async def _work(self) -> None:
+        """Take a place in the bound, ask the next item, again; leave when there is nothing
+        to ask now (or nobody looks)."""
+        while True:
+            async with self.bound:
+                now = self._clock()
+                if self._idle(now):
+                    return
+                picked = schedule.next_item(self.state, now, self.refresh)
+                if picked is None:
+                    return
+                item, urgent = picked
+                self.state.start(item, now, urgent=urgent)
+                self._active += 1
+                ok = abandoned = False
+                try:
+                    ok = await self._ask(item)
+                except asyncio.CancelledError:
+                    abandoned = True
+                    raise
+                finally:
+                    self._active -= 1
+                    self.state.finish(item, ok, abandoned=abandoned)
+                    self._changed(urgent=urgent)
+            if len(self._workers) < self.bound.size and ok:
+                # Fewer workers than places: this answer may have brought work for more.
+                self._hire()
 
     async def _ask(self, item: Item[Any]) -> bool:
         call = calls.plan(item, self.state, self._wall())
@@ -249,21 +249,19 @@ class Collection:
 
     async def settled(self) -> None:
         """Until the collection has nothing left to do in this round (or has stopped)."""
-        while self._loop_task is not None and not self._loop_task.done():
-            await asyncio.wait({self._loop_task})
+        while self._workers:
+            await asyncio.wait(set(self._workers))
 
     # --- stopping --------------------------------------------------------------------------
 
     def retire(self) -> None:
         """Finish for the probes waiting now; take no new work once they have answered."""
         self._retiring = True
-        self._wake.set()
 
     def cancel(self) -> None:
         """No new calls, those in flight cancelled (and counted as abandoned); waiting probes
         answer with what there is."""
         self._stopped = True
-        for task in (self._loop_task, *self._calls):
-            if task is not None:
-                task.cancel()
+        for worker in self._workers:
+            worker.cancel()
         self._changed()

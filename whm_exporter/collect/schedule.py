@@ -26,7 +26,15 @@ from whm_exporter.config import ModuleConfig
 Refresh = Mapping[Kind, float]
 # The lanes items never answered wait in, in the order of tier (c).
 _FIRST_TIME = (Kind.LISTACCTS, Kind.POPS, Kind.MAILBOX, Kind.SENDERS)
-_RETRY = (Stage.NEW, Stage.FAILED)
+_FIRST_TIME_LANES = tuple((k, s) for k in _FIRST_TIME for s in (Stage.NEW, Stage.FAILED))
+# Without per-user totals: a new user list, then every sender, answered or not.
+_SENDERS_FIRST = (
+    (Kind.LISTACCTS, Stage.NEW),
+    (Kind.LISTACCTS, Stage.FAILED),
+    (Kind.SENDERS, Stage.NEW),
+    (Kind.SENDERS, Stage.FAILED),
+    (Kind.SENDERS, Stage.KEPT),
+)
 
 
 def refresh_of(module: ModuleConfig) -> dict[Kind, float]:
@@ -61,11 +69,6 @@ def _head(lane: Lane, now: float, epoch: float, refresh: Refresh) -> Item[Any] |
     return head if head is not None and eligible(head, now, epoch, refresh) else None
 
 
-def _oldest(lanes: Iterable[Lane], now: float, epoch: float, refresh: Refresh) -> Item[Any] | None:
-    heads = [h for lane in lanes if (h := _head(lane, now, epoch, refresh)) is not None]
-    return min(heads, key=lambda h: h.attempted_at, default=None)
-
-
 def _first(
     items: Iterable[Item[Any]], now: float, epoch: float, refresh: Refresh
 ) -> Item[Any] | None:
@@ -74,39 +77,39 @@ def _first(
 
 def next_item(state: TargetState, now: float, refresh: Refresh) -> tuple[Item[Any], bool] | None:
     """The item to ask about next and whether it carries the spam signal; None when nothing
-    may be asked now."""
+    may be asked now. (Runs before every call: no allocation but the answer.)"""
     epoch = state.epoch_start
-    urgent = _first(state.server_wide, now, epoch, refresh) or _first(
-        state.hot, now, epoch, refresh
-    )
-    if urgent is not None:
-        return urgent, True
+    for item in state.server_wide:
+        if eligible(item, now, epoch, refresh):
+            return item, True
+    for item in state.hot:
+        if eligible(item, now, epoch, refresh):
+            return item, True
     lanes = state.lanes
-
-    def first_time(kind: Kind) -> Item[Any] | None:
-        for stage in _RETRY:
-            found = _head(lanes[(kind, stage)], now, epoch, refresh)
-            if found is not None:
-                return found
-        return None
-
-    kinds = list(_FIRST_TIME)
-    if state.mailbox_function is None and state.in_flight[Kind.MAILBOX]:
-        # `function: auto` asks one account first: a server without the list form then costs
-        # one failed call, not one per account.
-        kinds.remove(Kind.MAILBOX)
-    if not totals_usable(state):
+    # `function: auto` asks one account first: a server without the list form then costs one
+    # failed call, not one per account.
+    learning = state.mailbox_function is None and state.in_flight[Kind.MAILBOX] > 0
+    senders_first = not totals_usable(state)
+    if senders_first:
         # Right after the user list: the senders are all there is of the spam signal.
-        kinds.remove(Kind.SENDERS)
-        found = first_time(Kind.LISTACCTS) or first_time(Kind.SENDERS)
-        found = found or _head(lanes[(Kind.SENDERS, Stage.KEPT)], now, epoch, refresh)
-        if found is not None:
-            return found, found.kind is Kind.SENDERS
-    for kind in kinds:
-        if (found := first_time(kind)) is not None:
-            return found, False
-    found = _oldest((lanes[(k, Stage.KEPT)] for k in kinds), now, epoch, refresh)
-    return (found, False) if found is not None else None
+        for key in _SENDERS_FIRST:
+            if (found := _head(lanes[key], now, epoch, refresh)) is not None:
+                return found, found.kind is Kind.SENDERS
+    for kind, stage in _FIRST_TIME_LANES:
+        if (learning and kind is Kind.MAILBOX) or (senders_first and kind is Kind.SENDERS):
+            continue
+        # Never answered: a head not asked in this round may go.
+        head = lanes[(kind, stage)].head()
+        if head is not None and head.attempted_at < epoch:
+            return head, False
+    oldest: Item[Any] | None = None
+    for kind in _FIRST_TIME:
+        if (learning and kind is Kind.MAILBOX) or (senders_first and kind is Kind.SENDERS):
+            continue
+        head = _head(lanes[(kind, Stage.KEPT)], now, epoch, refresh)
+        if head is not None and (oldest is None or head.attempted_at < oldest.attempted_at):
+            oldest = head
+    return (oldest, False) if oldest is not None else None
 
 
 def count_eligible(state: TargetState, now: float, refresh: Refresh, limit: int) -> int:

@@ -27,8 +27,9 @@ A = TypeVar("A")
 LOG_LIMIT = 10_000
 
 
-class Kind(enum.Enum):
-    """A kind of item, named after the WHM function that answers it."""
+class Kind(enum.StrEnum):
+    """A kind of item, named after the WHM function that answers it. (A str enum: its members
+    hash as strings do, in C, and the scheduler looks them up at every call.)"""
 
     LISTACCTS = "listaccts"
     POPS = "list_pops_for"
@@ -43,7 +44,7 @@ class Kind(enum.Enum):
 SERVER_WIDE = (Kind.TOTALS, Kind.MAIL_FLOW)
 
 
-class Stage(enum.Enum):
+class Stage(enum.StrEnum):
     NEW = "never tried"
     FAILED = "tried, never answered"
     KEPT = "answered"
