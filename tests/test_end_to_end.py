@@ -6,11 +6,18 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 from conftest import TOKEN, WHM, module, require_tool, samples, series, value
 
+from whm_exporter.config import load_config
+from whm_exporter.exporter import Exporter
+from whm_exporter.metrics import ExporterMetrics
 from whm_exporter.simulator import Dataset
+
+ROOT = Path(__file__).parent.parent
 
 DATASET = Dataset(accounts=20, users=5, folders=5)
 
@@ -267,3 +274,29 @@ async def test_promtool_finds_nothing_in_a_real_probe(start_whm, start_exporter)
         assert result.returncode == 0, result.stdout + result.stderr
         assert result.stdout.strip() == "", result.stdout
         assert result.stderr.strip() == "", result.stderr
+
+
+async def test_the_example_config_runs_as_is_against_the_simulator(
+    start_whm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """config.example.yaml points at the simulator's default address with its default token
+    in WHM_TOKEN, and names no account of its own: copied, it reports nothing false."""
+    example = yaml.safe_load((ROOT / "config.example.yaml").read_text())
+    (target,) = example["targets"].values()
+    assert target["url"] == "http://127.0.0.1:2087"
+    assert not target["users"]
+    assert example["modules"]["default"]["token_env"] == "WHM_TOKEN"
+    whm: WHM = await start_whm(DATASET)
+    whm.sim.token = "simulator-token"  # python -m whm_exporter.simulator's default
+    monkeypatch.setenv("WHM_TOKEN", whm.sim.token)
+    target["url"] = whm.url  # the one change: a free port instead of 2087
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(example))
+    exporter = Exporter(load_config(path), ExporterMetrics(), str(path))
+    try:
+        found = await exporter.probe(exporter.targets["whm1"], 10)
+    finally:
+        await exporter.close()
+    assert found.up
+    assert not found.errors
+    assert found.discovered_accounts == DATASET.accounts + DATASET.users
