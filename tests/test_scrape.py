@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import WHM, loaded, module, require_tool
+from conftest import WHM, loaded, module, require_tool, wait_until
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
@@ -214,14 +214,21 @@ async def test_history_limit_bounds_the_recent_probes(whm: WHM) -> None:
         await exporter.close()
 
 
-async def test_a_scraper_leaving_mid_answer_is_no_error() -> None:
+@pytest.mark.parametrize("leaves", ["before the answer", "mid-answer"])
+async def test_a_scraper_leaving_is_no_error(leaves: str) -> None:
     # Larger than the socket buffers, so the writer is still at work when the client leaves.
     fams = [Family("whm_x", "x", ("i",), [((f"{i:07d}",), i) for i in range(300_000)])]
     finished = asyncio.Event()
     raised: list[BaseException] = []
 
+    def gone(request: web.Request) -> bool:
+        return request.transport is None or request.transport.is_closing()
+
     async def answer(request: web.Request) -> web.StreamResponse:
         try:
+            if leaves == "before the answer":
+                # A probe still collecting when Prometheus gives up on it (or stops).
+                await wait_until(lambda: gone(request), "the client to leave")
             return await _exposition(request, fams)
         except BaseException as err:
             raised.append(err)
@@ -236,9 +243,16 @@ async def test_a_scraper_leaving_mid_answer_is_no_error() -> None:
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
         async with aiohttp.ClientSession(skip_auto_headers=["Accept-Encoding"]) as session:
-            resp = await session.get(f"http://127.0.0.1:{runner.addresses[0][1]}/")
-            assert len(await resp.content.read(1000)) > 0
-            resp.close()
+            if leaves == "before the answer":
+                reader, writer = await asyncio.open_connection(*runner.addresses[0][:2])
+                writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                await writer.drain()
+                writer.close()
+                await writer.wait_closed()
+            else:
+                resp = await session.get(f"http://127.0.0.1:{runner.addresses[0][1]}/")
+                assert len(await resp.content.read(1000)) > 0
+                resp.close()
             async with asyncio.timeout(20):
                 await finished.wait()
     finally:

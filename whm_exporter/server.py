@@ -56,8 +56,8 @@ async def _send(
         gzip = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
         headers["Content-Encoding"] = "gzip"
     resp = web.StreamResponse(headers=headers)
-    await resp.prepare(request)
     try:
+        await resp.prepare(request)
         for chunk in chunks:
             data = gzip.compress(chunk) if gzip else chunk
             if data:
@@ -67,8 +67,9 @@ async def _send(
             await resp.write(gzip.flush())
         await resp.write_eof()
     except ConnectionError:
-        # The scraper went away mid-answer (its own timeout, say): nobody is left to tell.
-        log.debug("scraper disconnected during the answer", extra={"path": request.path})
+        # The scraper went away before or during the answer (its own timeout, or it stopped
+        # while the probe collected): nobody is left to tell.
+        log.debug("scraper disconnected before the whole answer was sent", extra={"path": request.path})
     return resp
 
 
