@@ -404,7 +404,11 @@ def outbound() -> dict[str, Any]:
     picked = f'{WIN}, user=~"$user", sender=~"$sender"'
     over = f"whm:sender_unique_recipients:over_threshold{{{SEL}}}"
     flow = f'{WIN}, user=~"$user"'
-    share = [GREEN, {"color": "orange", "value": 0.8}, {"color": "red", "value": 1}]
+    share: list[dict[str, Any]] = [
+        GREEN,
+        {"color": "orange", "value": 0.8},
+        {"color": "red", "value": 1},
+    ]
     return _dashboard(
         "whm-outbound",
         "WHM outbound sending",

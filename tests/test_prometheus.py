@@ -10,6 +10,7 @@ import json
 import re
 import runpy
 import socket
+import struct
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -219,27 +220,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _scrape_config(exporter: str) -> dict[str, Any]:
-    """The README's scrape config, pointed at the test's exporter and made fast."""
-    return {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(RULES)],
-        "scrape_configs": [
-            {
-                "job_name": "whm",
-                "metrics_path": "/probe",
-                "static_configs": [{"targets": ["demo"]}],
-                "relabel_configs": [
-                    {"source_labels": ["__address__"], "target_label": "__param_target"},
-                    {"source_labels": ["__param_target"], "target_label": "instance"},
-                    {"target_label": "__address__", "replacement": exporter},
-                ],
-            },
-            {"job_name": "whm-exporter", "static_configs": [{"targets": [exporter]}]},
-        ],
-    }
-
-
 class Prometheus:
     def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
         self.url = url
@@ -283,7 +263,9 @@ async def prometheus(start_whm, start_exporter, tmp_path: Path) -> AsyncIterator
         }
     )
     config = tmp_path / "prometheus.yml"
-    config.write_text(yaml.safe_dump(_scrape_config(running.url.removeprefix("http://"))))
+    # README's scrape config, made fast: grafana/preview.py draws the dashboards with the same.
+    scrape = _preview()["scrape_config"](running.url.removeprefix("http://"), 1)
+    config.write_text(yaml.safe_dump(scrape))
     port = _free_port()
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, stopped by its own pid below
         [
@@ -389,3 +371,50 @@ async def _answer(prometheus: Prometheus, expr: str) -> list[Any]:
         values: list[Any] = await prometheus.api(f"label/{label}/values", **{"match[]": selector})
         return values
     return await prometheus.query(_fill(expr))
+
+
+def _preview() -> dict[str, Any]:
+    # run_path: the script's globals, without importing it under a name another script shares.
+    return runpy.run_path(str(ROOT / "grafana" / "preview.py"))
+
+
+def test_preview_formats_values_as_grafana_units_do() -> None:
+    fmt = _preview()["fmt"]
+    assert fmt(3 * 1024**3 + 1024**3 // 4, "bytes") == "3.25 GiB"
+    assert fmt(512, "bytes") == "512 B"
+    assert fmt(0.95, "percentunit") == "95.0%"
+    assert fmt(0.25, "s") == "250 ms"
+    assert fmt(131_000, "short") == "131 K"
+    assert fmt(6, "short") == "6"
+
+
+def test_preview_escapes_all_values_as_grafana_does() -> None:
+    # Grafana's "All" is the variable's values as one regex, each escaped for a PromQL string.
+    escape = _preview()["regex_escape"]
+    assert escape("info@acme001.example") == "info@acme001\\\\.example"
+    assert escape("whm-exporter") == "whm-exporter"
+
+
+def test_preview_draws_every_dashboard_with_data_in_every_panel(tmp_path: Path) -> None:
+    """grafana/preview.py as README runs it, with a short history: the simulator, the exporter
+    and real Prometheus; it exits 1 if any panel of any dashboard had no data."""
+    binary = require_tool("prometheus")
+    main = _preview()["main"]
+    args = ["--minutes", "0.3", "--interval", "1", "--out", str(tmp_path), "--prometheus", binary]
+    assert main(args) == 0
+    for path in DASHBOARDS:
+        panels = json.loads(path.read_text())["panels"]
+        head = (tmp_path / f"{path.stem}.png").read_bytes()[:24]
+        assert head[:8] == b"\x89PNG\r\n\x1a\n", path.stem
+        # Grafana's 24 columns across 1,920 pixels; 36 pixels a grid row under a 70-pixel title.
+        width, height = struct.unpack(">II", head[16:24])
+        rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
+        assert (width, height) == (1920, 70 + 36 * rows), path.stem
+
+
+def test_readme_shows_a_preview_of_every_dashboard() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for path in DASHBOARDS:
+        picture = f"docs/dashboards/{path.stem}.png"
+        assert f"]({picture})" in readme, picture
+        assert (ROOT / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture

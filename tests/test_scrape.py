@@ -244,7 +244,7 @@ async def test_a_scraper_leaving_is_no_error(leaves: str) -> None:
     try:
         async with aiohttp.ClientSession(skip_auto_headers=["Accept-Encoding"]) as session:
             if leaves == "before the answer":
-                reader, writer = await asyncio.open_connection(*runner.addresses[0][:2])
+                _, writer = await asyncio.open_connection(*runner.addresses[0][:2])
                 writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
                 await writer.drain()
                 writer.close()
