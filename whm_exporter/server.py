@@ -69,7 +69,9 @@ async def _send(
     except ConnectionError:
         # The scraper went away before or during the answer (its own timeout, or it stopped
         # while the probe collected): nobody is left to tell.
-        log.debug("scraper disconnected before the whole answer was sent", extra={"path": request.path})
+        log.debug(
+            "scraper disconnected before the whole answer was sent", extra={"path": request.path}
+        )
     return resp
 
 
