@@ -637,3 +637,21 @@ def test_slow_passes_are_logged_once_and_their_recovery_too(
             answer(state, item, Kept(()), 702.0)
         snapshot("t", state, 703.0, 0.1, 10.0, pending=False)
         assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]
+
+
+def test_every_function_is_refreshed_by_its_own_section() -> None:
+    # Six different values: a call mapped to another section's refresh shows at once.
+    state = state_for(
+        discovery={"refresh": "11m"},
+        mailboxes={"refresh": "2m"},
+        unique_recipients={"refresh": "3s"},
+        mail_flow={"enabled": True, "refresh": "25s"},
+    )
+    assert schedule.refresh_of(state.module) == {
+        Kind.LISTACCTS: 660.0,
+        Kind.POPS: 660.0,
+        Kind.MAILBOX: 120.0,
+        Kind.SENDERS: 3.0,
+        Kind.TOTALS: 3.0,
+        Kind.MAIL_FLOW: 25.0,
+    }

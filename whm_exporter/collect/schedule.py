@@ -46,7 +46,7 @@ def refresh_of(module: ModuleConfig) -> dict[Kind, float]:
         Kind.MAILBOX: module.mailboxes.refresh,
         Kind.SENDERS: recipients,
         Kind.TOTALS: recipients,
-        Kind.MAIL_FLOW: recipients,
+        Kind.MAIL_FLOW: module.mail_flow.refresh,
     }
 
 
