@@ -655,3 +655,30 @@ def test_every_function_is_refreshed_by_its_own_section() -> None:
         Kind.TOTALS: 3.0,
         Kind.MAIL_FLOW: 25.0,
     }
+
+
+def test_cpanel_limit_flags_come_from_the_shortest_window_alone() -> None:
+    # cPanel's limits are per hour (emailtrack_user_stats: REACHED_MAXEMAILS per hour): a limit
+    # a longer window saw tripped must not stay "reached" for the rest of that window.
+    state = state_for(mail_flow={"windows": ["1d", "1h"]})
+    discovered(state, 1.0)
+
+    def flow(user: str, emails: bool, defer_fail: bool) -> parse.MailFlow:
+        return parse.MailFlow(user, 10, 10, 0, 0, 0, 1, emails, defer_fail)
+
+    day = {"alice": flow("alice", True, True), "bob": flow("bob", True, False)}
+    answer(state, state.mail_flow["1d"], day, 2.0)
+
+    def flags(now: float) -> dict[tuple[str, str], bool]:
+        found = snapshot("t", state, now, 0.1, 10.0, pending=False)
+        return {(s.user, s.limit): s.reached for s in found.limits}
+
+    # Without the hour's answer nothing tells whether a limit holds now: no flags at all.
+    assert flags(3.0) == {}
+    answer(state, state.mail_flow["1h"], {"bob": flow("bob", False, True)}, 4.0)
+    assert flags(5.0) == {
+        ("alice", "max_emails_per_hour"): False,
+        ("alice", "max_defer_fail"): False,
+        ("bob", "max_emails_per_hour"): False,
+        ("bob", "max_defer_fail"): True,
+    }

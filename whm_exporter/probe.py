@@ -113,9 +113,14 @@ def snapshot(
                 totals += [UserSample(u, item.subject, n) for u, n in counts.items() if u in users]
     flows: list[MailFlowSample] = []
     limits: dict[str, tuple[LimitSample, LimitSample]] = {}
-    # cPanel's limits are per hour: the flags come from the shortest window.
-    for flow in sorted(state.mail_flow.values(), key=_window_seconds(module), reverse=True):
+    # cPanel's limits are per hour: the flags come from the shortest window alone (a longer
+    # one would keep a limit "reached" for a day), 0 for users without mail in it; none at all
+    # while that window has no answer to serve.
+    windows = sorted(state.mail_flow.values(), key=_window_seconds(module))
+    flags_served = False
+    for flow in windows:
         for records in served.take([flow], Kind.MAIL_FLOW.value, module.mail_flow.max_age):
+            flags_served = flags_served or flow is windows[0]
             for r in records.values():
                 if r.user not in users:
                     continue
@@ -131,10 +136,10 @@ def snapshot(
                         r.sent_bytes,
                     )
                 )
-                limits[r.user] = (
-                    LimitSample(r.user, "max_emails_per_hour", r.reached_max_emails),
-                    LimitSample(r.user, "max_defer_fail", r.reached_max_defer_fail),
-                )
+                if flow is windows[0]:
+                    limits[r.user] = _limits(r.user, r.reached_max_emails, r.reached_max_defer_fail)
+                elif flags_served:
+                    limits.setdefault(r.user, _limits(r.user, False, False))
     _warn_when_slow(name, state, served.expired)
     tally = state.take_tally()
     return Snapshot(
@@ -166,6 +171,13 @@ def snapshot(
         disk=disk,
         dropped=dict(dropped),
         log=list(tally.log),
+    )
+
+
+def _limits(user: str, max_emails: bool, max_defer_fail: bool) -> tuple[LimitSample, LimitSample]:
+    return (
+        LimitSample(user, "max_emails_per_hour", max_emails),
+        LimitSample(user, "max_defer_fail", max_defer_fail),
     )
 
 
