@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TOKEN
+from pydantic import BaseModel
 
 from whm_exporter import cli
 from whm_exporter.config import build_config, load_config
@@ -27,6 +28,34 @@ def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     loaded = load_config(ROOT / "config.example.yaml")
     assert "whm1" in loaded.config.targets
     assert loaded.config.modules["default"].secret.get_secret_value() == TOKEN
+
+
+def test_example_config_shows_every_key_with_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """config.example.yaml says it shows every key with its default: each key of the schema is
+    in it (the token sources, one of three, as comments), with the default's value."""
+    monkeypatch.setenv("WHM_TOKEN", TOKEN)
+    text = (ROOT / "config.example.yaml").read_text()
+    shown = load_config(ROOT / "config.example.yaml").config
+    module = shown.modules["default"]
+    defaults = build_config({"modules": {"m": {"token_env": "WHM_TOKEN"}}}).config.modules["m"]
+
+    def walk(model: BaseModel, default: BaseModel, path: str) -> None:
+        for name in type(model).model_fields:
+            value, expected = getattr(model, name), getattr(default, name)
+            if isinstance(value, BaseModel):
+                walk(value, expected, f"{path}.{name}")
+            elif name in ("token", "token_file"):
+                assert f"# {name}: " in text, f"{path}.{name}"
+            else:
+                assert value == expected, f"{path}.{name}: {value!r}, default {expected!r}"
+
+    walk(module, defaults, "modules.default")
+    for name in type(module).model_fields.keys() - {"token", "token_file"}:
+        assert f"\n    {name}:" in text, name
+    sections = (module.tls, module.discovery, module.mailboxes, module.unique_recipients)
+    for section in (*sections, module.mail_flow):
+        for name in type(section).model_fields:
+            assert f"\n      {name}:" in text, name
 
 
 def test_defaults_match_the_design() -> None:
