@@ -262,6 +262,25 @@ def test_empty_config_file_is_an_error_naming_it(tmp_path: Path, text: str) -> N
     assert err.value.problems[0].startswith(f"{path}: the file is empty")
 
 
+def test_config_check_reads_the_web_config_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text("modules:\n  default:\n    token_env: T\n")
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  alice: $2b$04$notbcrypt\n")
+    args = ["--config.check", f"--config.file={config}", f"--web.config.file={web}"]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("T", TOKEN)
+        assert cli.main(args) == 1
+        err = capsys.readouterr().err
+        assert f"{web}: 1 problem(s):" in err
+        assert "basic_auth_users.alice" in err
+        web.write_text("basic_auth_users: {}\n")
+        assert cli.main(args) == 0
+        assert capsys.readouterr().out.splitlines()[-1] == f"{web}: OK"
+
+
 def test_missing_web_cert_stops_start_up_with_one_line_naming_it(tmp_path: Path) -> None:
     config = tmp_path / "c.yml"
     config.write_text("modules:\n  default:\n    token_env: T\n")

@@ -209,7 +209,7 @@ def parse_args(argv: Sequence[str] | None, env: dict[str, str] | None = None) ->
         "--config.check",
         dest="config_check",
         action="store_true",
-        help="validate the configuration and its token sources, then exit",
+        help="validate the configuration and its token sources (and --web.config.file), then exit",
     )
     p.add_argument(
         "--demo",
@@ -311,19 +311,35 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def check(path: str) -> int:
+def check(path: str, web_config: str | None = None) -> int:
+    """--config.check: the config file and, when given, the web config, as start-up reads
+    them; every problem printed, nothing contacted."""
+    failed = False
     try:
         loaded = load_config(path)
     except ConfigError as err:
-        print(f"{path}: {len(err.problems)} problem(s):", file=sys.stderr)
-        for problem in err.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 1
-    for warning in loaded.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    config = loaded.config
-    print(f"{path}: OK ({len(config.modules)} module(s), {len(config.targets)} target(s))")
-    return 0
+        _print_problems(path, err)
+        failed = True
+    else:
+        for warning in loaded.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        config = loaded.config
+        print(f"{path}: OK ({len(config.modules)} module(s), {len(config.targets)} target(s))")
+    if web_config:
+        try:
+            load_web_config(web_config)
+        except ConfigError as err:
+            _print_problems(web_config, err)
+            failed = True
+        else:
+            print(f"{web_config}: OK")
+    return 1 if failed else 0
+
+
+def _print_problems(path: str, err: ConfigError) -> None:
+    print(f"{path}: {len(err.problems)} problem(s):", file=sys.stderr)
+    for problem in err.problems:
+        print(f"  {problem}", file=sys.stderr)
 
 
 def _browse_url(sockname: object, tls: bool, prefix: str) -> str:
@@ -440,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"whm-exporter: error: {err} (see --help)", file=sys.stderr)
         return 1
     if args.config_check:
-        return check(args.config_file)
+        return check(args.config_file, args.web_config_file)
     logs.setup(args.log_level, args.log_format)
     loaded = None
     if not args.demo:
