@@ -682,3 +682,13 @@ def test_cpanel_limit_flags_come_from_the_shortest_window_alone() -> None:
         ("bob", "max_emails_per_hour"): False,
         ("bob", "max_defer_fail"): True,
     }
+
+
+def test_users_the_totals_showed_before_listaccts_are_hot_once_listed() -> None:
+    # The per-user totals go first, so on a cold start they answer before any user is known.
+    state = state_for()
+    state.new_epoch(0.0)
+    answer(state, state.totals["1h"], {"carol": 400, "alice": 3}, 1.0)
+    assert not state.hot
+    discovered(state, 2.0)
+    assert [(i.kind, i.user) for i in state.hot] == [(Kind.SENDERS, "carol")]

@@ -198,9 +198,15 @@ class TargetState:
         }
         before = item.answer or {}
         item.answer = kept
-        for user in sorted(kept.keys() - before.keys()):
+        new = sorted(kept.keys() - before.keys())
+        for user in new:
             self.pops[user] = self._new(Kind.POPS, user)
             self._sync_user(user)
+        if new:
+            # The server-wide answers came first (they go first): new users they showed
+            # sending are hot from the start, not from the next probe's totals.
+            for server_wide in self.server_wide:
+                self._heat_from(server_wide)
         for user in before.keys() - kept.keys():
             self._drop(self.pops.pop(user))
             if user in self.explicit:
@@ -276,22 +282,30 @@ class TargetState:
         item.answer = answer
         if item.kind is Kind.POPS:
             self._sync_user(item.user)
-        elif item.kind is Kind.TOTALS:
-            # Exact: a user's total is never below any one of its senders' counts.
+        elif item.kind in (Kind.TOTALS, Kind.MAIL_FLOW):
+            self._heat_from(item)
+
+    def _heat_from(self, item: Item[Any]) -> None:
+        """Heat the users a server-wide answer shows sending: the totals at or above
+        ``priority_threshold`` (exact: a user's total is never below any one of its senders'
+        counts), or mail that bounces or trips cPanel's own limits."""
+        answer = item.answer
+        if answer is None:
+            return
+        if item.kind is Kind.TOTALS:
             threshold = self.module.unique_recipients.priority_threshold
             by_count = sorted(answer.items(), key=lambda uc: (-uc[1], uc[0]))
-            self.heat([u for u, n in by_count if n >= threshold], [item.subject], now)
-        elif item.kind is Kind.MAIL_FLOW:
-            # Mail that bounces or trips cPanel's own limits: name the sending address.
-            threshold = self.module.mail_flow.defer_fail_threshold
-            hot = [
-                f
-                for f in answer.values()
-                if f.defer_failures >= threshold or f.reached_max_emails or f.reached_max_defer_fail
-            ]
-            hot.sort(key=lambda f: (-f.defer_failures, f.user))
-            windows = [w.label for w in self.module.unique_recipients.windows]
-            self.heat([f.user for f in hot], windows, now)
+            self.heat([u for u, n in by_count if n >= threshold], [item.subject], item.answered_at)
+            return
+        threshold = self.module.mail_flow.defer_fail_threshold
+        hot = [
+            f
+            for f in answer.values()
+            if f.defer_failures >= threshold or f.reached_max_emails or f.reached_max_defer_fail
+        ]
+        hot.sort(key=lambda f: (-f.defer_failures, f.user))
+        windows = [w.label for w in self.module.unique_recipients.windows]
+        self.heat([f.user for f in hot], windows, item.answered_at)
 
     def finish(self, item: Item[Any], ok: bool, *, abandoned: bool = False) -> None:
         """``item``'s call is over (answered, failed or abandoned): back into a lane. An
