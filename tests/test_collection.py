@@ -209,6 +209,28 @@ async def test_a_new_spammer_is_in_the_first_probe_after_it_appears(
     assert [SENDERS, user] in calls[1:5]
 
 
+async def test_a_debug_probe_leaves_counts_and_the_scrape_interval_to_prometheus(
+    start_whm, start_exporter
+) -> None:
+    """A person opening ?debug=true collects and sees the log, but Prometheus' next scrape
+    still counts every call and error since its previous one, and the debug probe is no
+    scrape for the idle stop."""
+    faulty = DATASET.pops[DATASET.user_names[1]][0]
+    whm: WHM = await start_whm(DATASET, faults={faulty: "api_error"})
+    running = await start_exporter(module(whm.url))
+    status, text = await running.get("/probe?target=t&debug=true")
+    assert status == 200
+    assert "listaccts: success" in text
+    await target_of(running).collection.settled()
+    scrape = await running.probe()
+    # listaccts is asked once (discovery.refresh 10m), under the debug probe.
+    assert value(scrape, "whm_api_calls", function="listaccts") == 1
+    assert (value(scrape, "whm_api_errors", function=MAILBOX, reason="api") or 0) >= 1
+    # Every address answered since the previous scrape (none): fresh, not kept.
+    assert value(scrape, "whm_data_items", function=MAILBOX, state="kept") == 0
+    assert target_of(running).state.interval is None
+
+
 async def test_calls_outlive_the_deadline_and_land_in_the_state(start_whm, start_exporter) -> None:
     whm: WHM = await start_whm(DATASET, latency=0.3)
     running = await start_exporter(

@@ -251,9 +251,9 @@ class Exporter:
             self._unlisted_bounds.popitem(last=False)
         return bound
 
-    async def probe(self, target: Target, budget: float) -> Snapshot:
-        """Probe ``target`` within ``budget`` seconds."""
-        snapshot = await probe(target, budget)
+    async def probe(self, target: Target, budget: float, *, look: bool = False) -> Snapshot:
+        """Probe ``target`` within ``budget`` seconds (``look``: see probe.probe)."""
+        snapshot = await probe(target, budget, look=look)
         result = "success" if snapshot.up else "failure"
         self.metrics.probes.labels(target.label, result).inc()
         self.recent.appendleft(

@@ -31,13 +31,16 @@ log = logging.getLogger("whm_exporter.probe")
 STATES = ("fresh", "kept", "missing")
 
 
-async def probe(target: Target, budget: float) -> Snapshot:
-    """Probe ``target`` within ``budget`` seconds."""
+async def probe(target: Target, budget: float, *, look: bool = False) -> Snapshot:
+    """Probe ``target`` within ``budget`` seconds. ``look``: a person's ?debug=true, which
+    collects as a scrape does but takes nothing from what Prometheus' next scrape counts
+    (calls, errors, "fresh") and does not count as a scrape for the idle stop."""
     started = time.monotonic()
-    target.collection.arrive()
+    target.collection.arrive(scrape=not look)
     pending = await target.collection.wait(started + budget)
     now = time.monotonic()
-    return snapshot(target.name, target.state, now, now - started, budget, pending=pending)
+    state = target.state
+    return snapshot(target.name, state, now, now - started, budget, pending=pending, look=look)
 
 
 class _Served:
@@ -68,12 +71,21 @@ class _Served:
 
 
 def snapshot(
-    name: str, state: TargetState, now: float, duration: float, timeout: float, *, pending: bool
+    name: str,
+    state: TargetState,
+    now: float,
+    duration: float,
+    timeout: float,
+    *,
+    pending: bool,
+    look: bool = False,
 ) -> Snapshot:
-    """What the state holds now, as a probe that took ``duration`` of ``timeout`` serves it."""
+    """What the state holds now, as a probe that took ``duration`` of ``timeout`` serves it
+    (one that only ``look``s leaves the counts and "fresh" to the next probe)."""
     module = state.module
     served = _Served(now, state.last_served)
-    state.last_served = now
+    if not look:
+        state.last_served = now
     # WHM's server-wide answers count every user of the server; serve those this target
     # scrapes (filters and skip_suspended apply to them too).
     users = state.accounts
@@ -141,9 +153,13 @@ def snapshot(
                 elif flags_served:
                     limits.setdefault(r.user, _limits(r.user, False, False))
     _warn_when_slow(name, state, served.expired)
-    tally = state.take_tally()
+    if look:
+        tally, up = state.peek_tally()
+    else:
+        tally = state.take_tally()
+        up = state.up
     return Snapshot(
-        up=state.up,
+        up=up,
         duration=duration,
         timeout=timeout,
         deadline_exceeded=pending,

@@ -102,9 +102,11 @@ async def probe(request: web.Request) -> web.StreamResponse:
         )
     except BadRequest as err:
         return _bad_request(str(err))
-    snapshot = await exporter.probe(target, timeout)
+    debug = query.get("debug", "").lower() in ("true", "1")
+    # A person looking must not take the calls and errors Prometheus' next scrape counts.
+    snapshot = await exporter.probe(target, timeout, look=debug)
     fams = families(snapshot)
-    if query.get("debug", "").lower() in ("true", "1"):
+    if debug:
         text = _debug_text(target.name, timeout, snapshot, fams)
         return web.Response(text=text, content_type="text/plain")
     return await _exposition(request, fams)
@@ -115,7 +117,7 @@ def _debug_text(name: str, timeout: float, s: Snapshot, fams: Sequence[Family]) 
         f"Probe of {name} (timeout {timeout:.1f}s): {'up' if s.up else 'DOWN'},"
         f" {s.duration:.3f}s{', answered with work pending' if s.deadline_exceeded else ''}",
         "",
-        "Calls since the previous probe:",
+        "Calls since the previous scrape (this probe's included; they stay for that scrape):",
     ]
     for c in s.log:
         subject = f" {c.subject}" if c.subject else ""

@@ -76,12 +76,12 @@ class Collection:
 
     # --- probes ----------------------------------------------------------------------------
 
-    def arrive(self) -> None:
+    def arrive(self, *, scrape: bool = True) -> None:
         """A probe came: a new round (unless it joins a waiting one) and the loop running."""
         now = self._clock()
         self._last_arrival = now
         if not self._waiters:
-            self.state.new_epoch(now)
+            self.state.new_epoch(now, scrape=scrape)
         self._hire()
 
     async def wait(self, deadline: float) -> bool:

@@ -152,6 +152,7 @@ class TargetState:
         self.in_flight: Counter[Kind] = Counter()
         self.urgent_in_flight = 0
         self.epoch_start = -math.inf
+        self.scraped_at = -math.inf
         # When the previous probe was served: answers since then are fresh.
         self.last_served = -math.inf
         self.interval: float | None = None
@@ -355,11 +356,19 @@ class TargetState:
             self.up = tally.answered
         return tally
 
+    def peek_tally(self) -> tuple[Tally, bool]:
+        """The tally so far and whether WHM is up by it, left for the next probe to take."""
+        tally = self.tally
+        return tally, self.up if tally.answered is None else tally.answered
+
     # --- probes ----------------------------------------------------------------------------
 
-    def new_epoch(self, now: float) -> None:
+    def new_epoch(self, now: float, *, scrape: bool = True) -> None:
         """A probe arrived with no other waiting: every item answered before now may be asked
-        again (within its refresh)."""
-        if self.epoch_start > -math.inf:
-            self.interval = now - self.epoch_start
+        again (within its refresh). Only scrapes (not a person's debug probe) measure the
+        scrape interval."""
+        if scrape:
+            if self.scraped_at > -math.inf:
+                self.interval = now - self.scraped_at
+            self.scraped_at = now
         self.epoch_start = now
