@@ -80,6 +80,29 @@ def test_the_old_cache_key_names_its_replacement() -> None:
     ]
 
 
+def test_token_and_ca_file_problems_show_beside_schema_problems(tmp_path: Path) -> None:
+    # The token and CA file are read once the schema holds: a module valid on its own is read
+    # even when another part of the file is not, so one --config.check names all of it.
+    found = problems(
+        {
+            "modules": {
+                "good": {"token_env": "UNSET", "tls": {"ca_file": str(tmp_path / "no.pem")}},
+                "bad": {"token": "x", "timeout": "soon"},
+            },
+            "targets": {"a": {"url": "ftp://host", "module": "good"}},
+        }
+    )
+    assert len(found) == 4, found
+    text = "\n".join(found)
+    for where in (
+        "modules.bad.timeout:",
+        "targets.a.url:",
+        "modules.good.token_env: environment variable UNSET is not set",
+        "modules.good.tls.ca_file:",
+    ):
+        assert where in text, where
+
+
 def test_every_problem_is_reported_with_its_path() -> None:
     found = problems(
         {

@@ -7,6 +7,7 @@ here, once per load, and are only ever held as :class:`pydantic.SecretStr`.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -297,6 +298,14 @@ def _ca_file_problem(name: str, tls: TLSConfig) -> str:
     return ""
 
 
+def _file_problems(
+    name: str, module: ModuleConfig, env: Mapping[str, str]
+) -> tuple[str, list[str]]:
+    """The module's token (and what is wrong with its source or its CA file)."""
+    value, problem = _read_secret(name, module, env)
+    return value, [p for p in (problem, _ca_file_problem(name, module.tls)) if p]
+
+
 def build_config(data: object, env: Mapping[str, str] | None = None) -> Loaded:
     """Validate a parsed YAML document and resolve its tokens."""
     if data is None:
@@ -304,14 +313,23 @@ def build_config(data: object, env: Mapping[str, str] | None = None) -> Loaded:
     if not isinstance(data, dict):
         raise ConfigError(["(top level): must be a mapping with modules and targets"])
     problems = _unknown_module_refs(data)
+    env = os.environ if env is None else env
     try:
         config = Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(validation_messages(err, RENAMED) + problems) from None
+        # The token and CA file of every module that is valid on its own are checked too: one
+        # run of --config.check names every problem.
+        modules = data.get("modules")
+        valid = []
+        for name, doc in modules.items() if isinstance(modules, dict) else ():
+            with contextlib.suppress(ValidationError):
+                valid.append((str(name), ModuleConfig.model_validate(doc)))
+        later = [p for name, module in valid for p in _file_problems(name, module, env)[1]]
+        raise ConfigError(validation_messages(err, RENAMED) + problems + later) from None
     warnings: list[str] = []
     for name, module in config.modules.items():
-        value, problem = _read_secret(name, module, os.environ if env is None else env)
-        problems += [p for p in (problem, _ca_file_problem(name, module.tls)) if p]
+        value, found = _file_problems(name, module, env)
+        problems += found
         module._secret = SecretStr(value)
         if module.token is not None:
             warnings.append(
