@@ -637,6 +637,16 @@ def test_slow_passes_are_logged_once_and_their_recovery_too(
             answer(state, item, Kept(()), 702.0)
         snapshot("t", state, 703.0, 0.1, 10.0, pending=False)
         assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]
+        # An answer that outlives max_age because WHM refuses to renew it is no slow pass.
+        caplog.clear()
+        fail(state, next(iter(state.mailboxes.values())), 800.0)
+        snapshot("t", state, 1400.0, 0.1, 10.0, pending=False)
+        assert [r.levelname for r in caplog.records] == ["WARNING"]
+        assert state.slow_warned
+        for item in list(state.mailboxes.values())[1:]:
+            answer(state, item, Kept(()), 1401.0)
+        snapshot("t", state, 1402.0, 0.1, 10.0, pending=False)
+        assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]
 
 
 def test_every_function_is_refreshed_by_its_own_section() -> None:

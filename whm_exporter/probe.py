@@ -60,7 +60,8 @@ class _Served:
         for item in items:
             age = self.now - item.answered_at
             if item.answer is None or age > max_age:
-                self.expired += item.answer is not None
+                # Too slow, not refused: WHM's refusals have their own errors and log lines.
+                self.expired += item.answer is not None and item.last_ok
                 self.items[(function, "missing")] += 1
                 continue
             fresh = item.answered_at >= self.fresh_since
