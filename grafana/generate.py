@@ -585,7 +585,7 @@ def exporter_health() -> dict[str, Any]:
             _panel(
                 "state-timeline",
                 "WHM up",
-                "up when WHM answered and accepted the token since the previous probe (whm_up).",
+                "up when WHM answered and accepted the token since the previous scrape (whm_up).",
                 [(f"whm_up{{{SEL}}}", "{{instance}}")],
                 (0, 0, 12, 7),
                 thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}],
@@ -608,7 +608,7 @@ def exporter_health() -> dict[str, Any]:
                 "timeseries",
                 "Coverage",
                 "Items (an address's mailboxes, a user's senders, ...) by state: fresh "
-                "(answered since the previous probe), kept (answered earlier, within max_age), "
+                "(answered since the previous scrape), kept (answered earlier, within max_age), "
                 "missing (known, nothing to serve). Missing that stays up: the collection "
                 "cannot keep up.",
                 [
@@ -647,7 +647,7 @@ def exporter_health() -> dict[str, Any]:
             _panel(
                 "timeseries",
                 "API errors by function and reason",
-                "Failed WHM calls since the previous probe. auth: token refused; role_disabled: "
+                "Failed WHM calls since the previous scrape. auth: token refused; role_disabled: "
                 "server profile; protocol: unreadable answer; api: WHM said result 0.",
                 [
                     (
@@ -697,7 +697,7 @@ def exporter_health() -> dict[str, Any]:
             _panel(
                 "timeseries",
                 "WHM calls",
-                "WHM API calls answered since the previous probe, and calls cancelled (stop, "
+                "WHM API calls answered since the previous scrape, and calls cancelled (stop, "
                 "reload, shutdown).",
                 [
                     (f"sum by (function) (whm_api_calls{{{SEL}}})", "{{function}}"),

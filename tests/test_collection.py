@@ -222,6 +222,12 @@ async def test_a_debug_probe_leaves_counts_and_the_scrape_interval_to_prometheus
     assert status == 200
     assert "listaccts: success" in text
     await target_of(running).collection.settled()
+    # Another look shows its own calls only, though no scrape took the earlier ones.
+    _, again = await running.get("/probe?target=t&debug=true")
+    log = again.split("\nMetrics:")[0]
+    assert "get_unique_sender_recipient_count_per_user" in log
+    assert "listaccts" not in log
+    await target_of(running).collection.settled()
     scrape = await running.probe()
     # listaccts is asked once (discovery.refresh 10m), under the debug probe.
     assert value(scrape, "whm_api_calls", function="listaccts") == 1

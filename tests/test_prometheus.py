@@ -6,6 +6,7 @@ alerts pick the simulator's heavy sender."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import runpy
@@ -373,6 +374,7 @@ async def _answer(prometheus: Prometheus, expr: str) -> list[Any]:
     return await prometheus.query(_fill(expr))
 
 
+@functools.cache
 def _preview() -> dict[str, Any]:
     # run_path: the script's globals, without importing it under a name another script shares.
     return runpy.run_path(str(ROOT / "grafana" / "preview.py"))

@@ -299,7 +299,7 @@ def test_snapshot_serves_kept_answers_until_max_age_and_counts_items() -> None:
         answer(state, item, Kept(()), 100.0 if item.user == "alice" else 10.0)
     state.new_epoch(200.0)
     mailbox_items = state.mailboxes.values()
-    # Answered since the previous probe (at 0.0): fresh.
+    # Answered since the previous scrape (at 0.0): fresh.
     first = snapshot("t", state, 300.0, 0.1, 10.0, pending=False)
     assert first.items[("get_mailbox_status_list", "fresh")] == len(mailbox_items)
     assert first.data_age["get_mailbox_status_list"] == 290.0
@@ -490,7 +490,7 @@ def test_the_tally_since_the_previous_probe_and_whm_up() -> None:
     assert tally.abandoned == {"list_pops_for": 2}
     assert [c.outcome for c in tally.log] == ["success", "connect", "protocol", "connect"]
     assert state.up
-    # Nothing ended since: whm_up says what the previous probe said.
+    # Nothing ended since: whm_up says what the previous scrape said.
     assert state.take_tally().calls == {}
     assert state.up
     state.record(CallRecord("listaccts", "", 0.1, "auth"), answered=False)
@@ -698,7 +698,12 @@ def test_users_the_totals_showed_before_listaccts_are_hot_once_listed() -> None:
     # The per-user totals go first, so on a cold start they answer before any user is known.
     state = state_for()
     state.new_epoch(0.0)
-    answer(state, state.totals["1h"], {"carol": 400, "alice": 3}, 1.0)
+    answer(state, state.totals["1h"], {"carol": 400, "alice": 3, "dave": 500}, 1.0)
     assert not state.hot
     discovered(state, 2.0)
     assert [(i.kind, i.user) for i in state.hot] == [(Kind.SENDERS, "carol")]
+    # A later listing heats the users it adds, not again those already handled.
+    fail(state, state.senders[("carol", "1h")], 3.0)
+    assert state.listaccts is not None
+    answer(state, state.listaccts, {**USERS, "dave": Account("dave", suspended=False)}, 4.0)
+    assert [(i.kind, i.user) for i in state.hot] == [(Kind.SENDERS, "dave")]

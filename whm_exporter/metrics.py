@@ -53,7 +53,7 @@ def families(s: Snapshot) -> list[Family]:
     return [
         Family(
             "whm_up",
-            "1 if WHM answered and accepted the credentials since the previous probe.",
+            "1 if WHM answered and accepted the credentials since the previous scrape.",
             samples=[((), int(s.up))],
         ),
         Family(
@@ -73,19 +73,19 @@ def families(s: Snapshot) -> list[Family]:
         ),
         Family(
             "whm_api_calls",
-            "WHM API calls answered since the previous probe.",
+            "WHM API calls answered since the previous scrape.",
             ("function",),
             [((f,), n) for f, n in sorted(s.calls.items())],
         ),
         Family(
             "whm_api_errors",
-            "Failed WHM API calls since the previous probe, by function and reason.",
+            "Failed WHM API calls since the previous scrape, by function and reason.",
             ("function", "reason"),
             [(k, n) for k, n in sorted(s.errors.items())],
         ),
         Family(
             "whm_api_calls_abandoned",
-            "WHM API calls cancelled (stop, reload, shutdown) since the previous probe.",
+            "WHM API calls cancelled (stop, reload, shutdown) since the previous scrape.",
             ("function",),
             [((f,), n) for f, n in sorted(s.abandoned.items())],
         ),
@@ -106,7 +106,7 @@ def families(s: Snapshot) -> list[Family]:
         ),
         Family(
             "whm_data_items",
-            "Items by state: fresh (answered since the previous probe), kept (answered earlier,"
+            "Items by state: fresh (answered since the previous scrape), kept (answered earlier,"
             " within max_age) or missing (known, nothing to serve).",
             ("function", "state"),
             [(k, n) for k, n in sorted(s.items.items())],

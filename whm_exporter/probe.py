@@ -8,6 +8,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from itertools import chain
 from typing import Any
 
@@ -34,13 +35,20 @@ STATES = ("fresh", "kept", "missing")
 async def probe(target: Target, budget: float, *, look: bool = False) -> Snapshot:
     """Probe ``target`` within ``budget`` seconds. ``look``: a person's ?debug=true, which
     collects as a scrape does but takes nothing from what Prometheus' next scrape counts
-    (calls, errors, "fresh") and does not count as a scrape for the idle stop."""
+    (calls, errors, "fresh"), does not measure the scrape interval, and logs only the calls
+    that ended while it waited."""
+    state = target.state
+    tally, logged = state.tally, state.tally.logged
     started = time.monotonic()
     target.collection.arrive(scrape=not look)
     pending = await target.collection.wait(started + budget)
     now = time.monotonic()
-    state = target.state
-    return snapshot(target.name, state, now, now - started, budget, pending=pending, look=look)
+    found = snapshot(target.name, state, now, now - started, budget, pending=pending, look=look)
+    if look and state.tally is tally:
+        # Without scrapes the tally only grows: show this probe's calls, not every one since.
+        since = max(0, len(found.log) - (tally.logged - logged))
+        return replace(found, log=found.log[since:])
+    return found
 
 
 class _Served:
@@ -127,13 +135,14 @@ def snapshot(
     flows: list[MailFlowSample] = []
     limits: dict[str, tuple[LimitSample, LimitSample]] = {}
     # cPanel's limits are per hour: the flags come from the shortest window alone (a longer
-    # one would keep a limit "reached" for a day), 0 for users without mail in it; none at all
-    # while that window has no answer to serve.
+    # one would keep a limit "reached" for a day), 0 for users with mail only in a longer
+    # window; none at all while the shortest has no answer to serve.
     windows = sorted(state.mail_flow.values(), key=_window_seconds(module))
     flags_served = False
     for flow in windows:
         for records in served.take([flow], Kind.MAIL_FLOW.value, module.mail_flow.max_age):
-            flags_served = flags_served or flow is windows[0]
+            shortest = flow is windows[0]
+            flags_served = flags_served or shortest
             for r in records.values():
                 if r.user not in users:
                     continue
@@ -149,16 +158,14 @@ def snapshot(
                         r.sent_bytes,
                     )
                 )
-                if flow is windows[0]:
+                if shortest:
                     limits[r.user] = _limits(r.user, r.reached_max_emails, r.reached_max_defer_fail)
-                elif flags_served:
-                    limits.setdefault(r.user, _limits(r.user, False, False))
+                elif flags_served and r.user not in limits:
+                    limits[r.user] = _limits(r.user, False, False)
     _warn_when_slow(name, state, served.expired)
-    if look:
-        tally, up = state.peek_tally()
-    else:
-        tally = state.take_tally()
-        up = state.up
+    tally, up = state.peek_tally()
+    if not look:
+        state.take_tally()
     return Snapshot(
         up=up,
         duration=duration,

@@ -117,7 +117,7 @@ def _debug_text(name: str, timeout: float, s: Snapshot, fams: Sequence[Family]) 
         f"Probe of {name} (timeout {timeout:.1f}s): {'up' if s.up else 'DOWN'},"
         f" {s.duration:.3f}s{', answered with work pending' if s.deadline_exceeded else ''}",
         "",
-        "Calls since the previous scrape (this probe's included; they stay for that scrape):",
+        "Calls that ended while this probe waited (still counted for the next scrape):",
     ]
     for c in s.log:
         subject = f" {c.subject}" if c.subject else ""

@@ -90,7 +90,7 @@ class Snapshot:
     timeout: float
     # The probe answered with calls in flight or items still to ask (normal on a big server).
     deadline_exceeded: bool
-    # Since the previous probe answered.
+    # Since the previous scrape answered.
     calls: Mapping[str, int]
     errors: Mapping[tuple[str, str], int]
     abandoned: Mapping[str, int]

@@ -22,7 +22,7 @@ from whm_exporter.snapshot import CallRecord
 from whm_exporter.whm.parse import Account, Mailbox, MailFlow
 
 A = TypeVar("A")
-# The debug page shows the calls since the previous probe; a stalled Prometheus must not make
+# The debug page shows the calls since the previous scrape; a stalled Prometheus must not make
 # that list grow without end.
 LOG_LIMIT = 10_000
 
@@ -109,13 +109,15 @@ class Addresses:
 
 @dataclass(slots=True)
 class Tally:
-    """What happened since the previous probe answered: taken (and reset) by each probe."""
+    """What happened since the previous scrape answered: taken (and reset) by each scrape."""
 
     calls: Counter[str] = field(default_factory=Counter)
     errors: Counter[tuple[str, str]] = field(default_factory=Counter)
     abandoned: Counter[str] = field(default_factory=Counter)
     log: deque[CallRecord] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
-    # None while no call finished: whm_up then repeats what the previous probe said.
+    # Entries ever appended to ``log`` (which drops its oldest past LOG_LIMIT).
+    logged: int = 0
+    # None while no call finished: whm_up then repeats what the previous scrape said.
     answered: bool | None = None
 
 
@@ -153,7 +155,7 @@ class TargetState:
         self.urgent_in_flight = 0
         self.epoch_start = -math.inf
         self.scraped_at = -math.inf
-        # When the previous probe was served: answers since then are fresh.
+        # When the previous scrape was served: answers since then are fresh.
         self.last_served = -math.inf
         self.interval: float | None = None
         self.tally = Tally()
@@ -207,7 +209,7 @@ class TargetState:
             # The server-wide answers came first (they go first): new users they showed
             # sending are hot from the start, not from the next probe's totals.
             for server_wide in self.server_wide:
-                self._heat_from(server_wide)
+                self._heat_from(server_wide, only=set(new))
         for user in before.keys() - kept.keys():
             self._drop(self.pops.pop(user))
             if user in self.explicit:
@@ -286,23 +288,25 @@ class TargetState:
         elif item.kind in (Kind.TOTALS, Kind.MAIL_FLOW):
             self._heat_from(item)
 
-    def _heat_from(self, item: Item[Any]) -> None:
-        """Heat the users a server-wide answer shows sending: the totals at or above
-        ``priority_threshold`` (exact: a user's total is never below any one of its senders'
-        counts), or mail that bounces or trips cPanel's own limits."""
+    def _heat_from(self, item: Item[Any], only: set[str] | None = None) -> None:
+        """Heat the users (of ``only``, when given) a server-wide answer shows sending: the
+        totals at or above ``priority_threshold`` (exact: a user's total is never below any one
+        of its senders' counts), or mail that bounces or trips cPanel's own limits."""
         answer = item.answer
         if answer is None:
             return
         if item.kind is Kind.TOTALS:
             threshold = self.module.unique_recipients.priority_threshold
-            by_count = sorted(answer.items(), key=lambda uc: (-uc[1], uc[0]))
+            counts = [(u, n) for u, n in answer.items() if only is None or u in only]
+            by_count = sorted(counts, key=lambda uc: (-uc[1], uc[0]))
             self.heat([u for u, n in by_count if n >= threshold], [item.subject], item.answered_at)
             return
         threshold = self.module.mail_flow.defer_fail_threshold
         hot = [
             f
             for f in answer.values()
-            if f.defer_failures >= threshold or f.reached_max_emails or f.reached_max_defer_fail
+            if (only is None or f.user in only)
+            and (f.defer_failures >= threshold or f.reached_max_emails or f.reached_max_defer_fail)
         ]
         hot.sort(key=lambda f: (-f.defer_failures, f.user))
         windows = [w.label for w in self.module.unique_recipients.windows]
@@ -342,6 +346,7 @@ class TargetState:
         if call_ended:
             tally.calls[call.function] += 1
         tally.log.append(call)
+        tally.logged += 1
         if call.outcome != "success":
             tally.errors[(call.function, call.outcome)] += 1
         tally.answered = bool(tally.answered) or answered
@@ -350,7 +355,7 @@ class TargetState:
         self.tally.abandoned[function] += 1
 
     def take_tally(self) -> Tally:
-        """What happened since the previous probe; the next probe starts from nothing."""
+        """What happened since the previous scrape; the next starts from nothing."""
         tally, self.tally = self.tally, Tally()
         if tally.answered is not None:
             self.up = tally.answered
