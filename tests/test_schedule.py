@@ -221,6 +221,30 @@ def test_one_mailbox_call_at_a_time_until_the_function_is_known() -> None:
     assert len(order(learned, 3.0, refresh)) == 7
 
 
+def test_while_the_mailbox_function_is_learned_the_other_items_go_on() -> None:
+    state = state_for(learned=False)
+    discovered(state, 1.0)
+    state.new_epoch(2.0)
+    answer(state, state.totals["1h"], {}, 2.5)
+    refresh = schedule.refresh_of(state.module)
+    got = order(state, 3.0, refresh)
+    # One mailbox (the one that learns), then every user's senders, no other mailbox.
+    assert got[0][0] == "MAILBOX"
+    assert [k[0] for k in got[1:]] == ["SENDERS"] * 3
+
+
+def test_answers_of_the_same_age_go_in_the_order_of_first_asking() -> None:
+    # Ties in tier (d): discovery, then mailboxes, then senders, as tier (c) orders them.
+    state = state_for(mailboxes={"refresh": "0s"})
+    discovered(state, 1.0)
+    answer(state, state.totals["1h"], {}, 1.0)
+    for item in [*state.senders.values(), *state.mailboxes.values()]:
+        answer(state, item, Kept(()), 1.0)
+    state.new_epoch(2.0)
+    got = order(state, 3.0, schedule.refresh_of(state.module))
+    assert [k[0] for k in got] == ["TOTALS"] + ["MAILBOX"] * len(state.mailboxes) + ["SENDERS"] * 3
+
+
 def test_a_probe_answers_when_the_spam_signal_is_fresh_and_the_rest_cannot_fit() -> None:
     state = state_for(unique_recipients={"priority_threshold": 100})
     discovered(state, 1.0)
@@ -484,7 +508,12 @@ def test_the_tally_since_the_previous_probe_and_whm_up() -> None:
     state.record(CallRecord("listaccts", "", 0.1, "connect", "refused"), answered=False)
     state.abandon("list_pops_for")
     state.abandon("list_pops_for")
+    # A debug probe looks without taking: up as the calls so far say, the tally left in place.
+    peeked, up = state.peek_tally()
+    assert (up, state.up, peeked.logged) == (True, False, 4)
+    assert state.tally is peeked
     tally = state.take_tally()
+    assert tally is peeked
     assert tally.calls == {"listaccts": 3}
     assert tally.errors == {("listaccts", "connect"): 2, (FLOW, "protocol"): 1}
     assert tally.abandoned == {"list_pops_for": 2}
@@ -704,6 +733,22 @@ def test_users_the_totals_showed_before_listaccts_are_hot_once_listed() -> None:
     assert [(i.kind, i.user) for i in state.hot] == [(Kind.SENDERS, "carol")]
     # A later listing heats the users it adds, not again those already handled.
     fail(state, state.senders[("carol", "1h")], 3.0)
+    assert state.listaccts is not None
+    answer(state, state.listaccts, {**USERS, "dave": Account("dave", suspended=False)}, 4.0)
+    assert [(i.kind, i.user) for i in state.hot] == [(Kind.SENDERS, "dave")]
+
+
+def test_users_the_mail_flow_showed_before_listaccts_are_hot_once_listed() -> None:
+    state = state_for(mail_flow={"defer_fail_threshold": 10})
+    state.new_epoch(0.0)
+    flows = {
+        u: parse.MailFlow(u, 9, 0, 0, 9, n, 1, False, False)
+        for u, n in (("bob", 40), ("alice", 1), ("dave", 12))
+    }
+    answer(state, state.mail_flow["1h"], flows, 1.0)
+    discovered(state, 2.0)
+    assert [(i.kind, i.user) for i in state.hot] == [(Kind.SENDERS, "bob")]
+    fail(state, state.senders[("bob", "1h")], 3.0)
     assert state.listaccts is not None
     answer(state, state.listaccts, {**USERS, "dave": Account("dave", suspended=False)}, 4.0)
     assert [(i.kind, i.user) for i in state.hot] == [(Kind.SENDERS, "dave")]

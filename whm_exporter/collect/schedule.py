@@ -103,9 +103,9 @@ def next_item(state: TargetState, now: float, refresh: Refresh) -> tuple[Item[An
         if head is not None and head.attempted_at < epoch:
             return head, False
     oldest: Item[Any] | None = None
+    # Nothing to skip here: no mailbox has an answer while the mailbox function is learned, and
+    # with senders first, a kept sender that may go went above.
     for kind in _FIRST_TIME:
-        if (learning and kind is Kind.MAILBOX) or (senders_first and kind is Kind.SENDERS):
-            continue
         head = _head(lanes[(kind, Stage.KEPT)], now, epoch, refresh)
         if head is not None and (oldest is None or head.attempted_at < oldest.attempted_at):
             oldest = head
