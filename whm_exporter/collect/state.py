@@ -362,7 +362,7 @@ class TargetState:
         return tally
 
     def peek_tally(self) -> tuple[Tally, bool]:
-        """The tally so far and whether WHM is up by it, left for the next probe to take."""
+        """The tally so far and whether WHM is up by it, left for the next scrape to take."""
         tally = self.tally
         return tally, self.up if tally.answered is None else tally.answered
 
