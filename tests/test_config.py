@@ -63,6 +63,7 @@ def test_example_config_shows_every_key_with_its_default(monkeypatch: pytest.Mon
 def test_defaults_match_the_design() -> None:
     m = build_config({"modules": {"m": {"token_env": "T"}}}, {"T": "x"}).config.modules["m"]
     assert (m.username, m.timeout, m.request_timeout, m.max_concurrency) == ("root", 30, 10, 8)
+    assert m.load_budget == 1.0
     assert m.mailboxes.function == "auto"
     assert [w.label for w in m.unique_recipients.windows] == ["1h"]
     assert m.unique_recipients.end_time_lag == 60

@@ -11,8 +11,8 @@ import pytest
 from conftest import loaded
 
 from whm_exporter.collect import schedule
-from whm_exporter.collect.calls import MAILBOX_LIST, Kept, plan, time_range
-from whm_exporter.collect.state import Addresses, Item, Kind, Stage, TargetState
+from whm_exporter.collect.calls import MAILBOX_LIST, plan, time_range
+from whm_exporter.collect.state import Addresses, Item, Kept, Kind, Stage, TargetState
 from whm_exporter.probe import snapshot
 from whm_exporter.snapshot import CallRecord
 from whm_exporter.whm import parse
@@ -21,6 +21,9 @@ from whm_exporter.whm.parse import Account
 FLOW = "emailtrack_user_stats"
 USERS = {u: Account(u, suspended=False) for u in ("alice", "bob", "carol")}
 POPS = {"alice": ("a1@x", "a2@x"), "bob": ("b1@x",), "carol": ("c1@x",)}
+# Per-user totals in which every user sends a little: none of them is hot, and no breakdown is
+# known from the totals alone (a user absent from them sent nothing: see the tests of _confirm).
+SENDING = {"alice": 5, "bob": 3, "carol": 2}
 
 
 def state_for(
@@ -92,7 +95,9 @@ def test_first_pass_is_discovery_then_mailboxes_then_quiet_senders() -> None:
     # The totals again (refresh 0s): the spam signal leads every probe.
     assert got == [("TOTALS", "", "1h"), *mailboxes, *senders]
     assert {m[2] for m in mailboxes} == {"a1@x", "a2@x", "b1@x", "c1@x", "alice", "bob", "carol"}
-    assert {s[1] for s in senders} == {"alice", "bob", "carol"}
+    # bob and carol sent to nobody (absent from the totals): nothing to ask them.
+    assert {s[1] for s in senders} == {"alice"}
+    assert state.senders[("bob", "1h")].answer == Kept(())
 
 
 def test_hot_users_senders_rank_above_everything_never_fetched_biggest_first() -> None:
@@ -225,7 +230,7 @@ def test_while_the_mailbox_function_is_learned_the_other_items_go_on() -> None:
     state = state_for(learned=False)
     discovered(state, 1.0)
     state.new_epoch(2.0)
-    answer(state, state.totals["1h"], {}, 2.5)
+    answer(state, state.totals["1h"], SENDING, 2.5)
     refresh = schedule.refresh_of(state.module)
     got = order(state, 3.0, refresh)
     # One mailbox (the one that learns), then every user's senders, no other mailbox.
@@ -237,12 +242,17 @@ def test_answers_of_the_same_age_go_in_the_order_of_first_asking() -> None:
     # Ties in tier (d): discovery, then mailboxes, then senders, as tier (c) orders them.
     state = state_for(mailboxes={"refresh": "0s"})
     discovered(state, 1.0)
-    answer(state, state.totals["1h"], {}, 1.0)
+    answer(state, state.totals["1h"], SENDING, 1.0)
     for item in [*state.senders.values(), *state.mailboxes.values()]:
         answer(state, item, Kept(()), 1.0)
     state.new_epoch(2.0)
-    got = order(state, 3.0, schedule.refresh_of(state.module))
-    assert [k[0] for k in got] == ["TOTALS"] + ["MAILBOX"] * len(state.mailboxes) + ["SENDERS"] * 3
+    refresh = schedule.refresh_of(state.module)
+    got = order(state, 3.0, refresh)
+    # The kept senders wait while the totals that may vouch for them are in flight.
+    assert [k[0] for k in got] == ["TOTALS"] + ["MAILBOX"] * len(state.mailboxes)
+    state.answered(state.totals["1h"], {u: n + 1 for u, n in SENDING.items()}, 3.5)
+    state.finish(state.totals["1h"], True)
+    assert [k[0] for k in order(state, 4.0, refresh)] == ["SENDERS"] * 3
 
 
 def test_a_probe_answers_when_the_spam_signal_is_fresh_and_the_rest_cannot_fit() -> None:
@@ -253,7 +263,7 @@ def test_a_probe_answers_when_the_spam_signal_is_fresh_and_the_rest_cannot_fit()
     answer_now = schedule.answer_now
     # Totals not asked yet: never, however little time is left.
     assert not answer_now(state, 10.0, 10.0, refresh, call_seconds=0.1, concurrency=8)
-    answer(state, state.totals["1h"], {"bob": 500}, 10.5)
+    answer(state, state.totals["1h"], {**SENDING, "bob": 500}, 10.5)
     # bob is hot and his breakdown not yet asked.
     assert not answer_now(state, 10.5, 10.6, refresh, call_seconds=0.1, concurrency=8)
     answer(state, state.senders[("bob", "1h")], Kept(()), 10.6)
@@ -392,11 +402,12 @@ def test_which_picks_carry_the_spam_signal() -> None:
     state = state_for()
     discovered(state, 1.0)
     refresh = schedule.refresh_of(state.module)
-    answer(state, state.totals["1h"], {"bob": 500}, 2.0)
+    answer(state, state.totals["1h"], {**SENDING, "bob": 500}, 2.0)
     for item in [*state.mailboxes.values(), *state.senders.values()]:
         answer(state, item, Kept(()), 1.5)
     state.new_epoch(100.0)
-    answer(state, state.totals["1h"], {"bob": 500}, 100.5)
+    # alice's and carol's totals moved: the totals cannot vouch for their breakdowns.
+    answer(state, state.totals["1h"], {"alice": 6, "bob": 500, "carol": 3}, 100.5)
     picks = []
     while (picked := schedule.next_item(state, 101.0, refresh)) is not None:
         item, urgent = picked
@@ -408,8 +419,8 @@ def test_which_picks_carry_the_spam_signal() -> None:
     assert len(picks) == 1 + 7 + 2
 
 
-def test_without_totals_kept_senders_go_again_before_any_mailbox() -> None:
-    state = state_for(unique_recipients={"per_user_totals": False})
+def test_without_totals_and_budget_kept_senders_are_the_spam_signal() -> None:
+    state = state_for(unique_recipients={"per_user_totals": False}, load_budget=0)
     discovered(state, 1.0)
     refresh = schedule.refresh_of(state.module)
     for item in [*state.mailboxes.values(), *state.senders.values()]:
@@ -417,10 +428,14 @@ def test_without_totals_kept_senders_go_again_before_any_mailbox() -> None:
     state.new_epoch(100.0)
     assert not schedule.spam_signal_fresh(state, 100.0, refresh)
     got = []
-    while (picked := schedule.next_item(state, 100.0, refresh)) is not None:
+    while (picked := schedule.next_item(state, 100.0, refresh, refreshing=False)) is not None:
         state.start(picked[0], 100.0, urgent=picked[1])
         got.append((picked[0].kind.name, picked[1]))
-    assert got == [("SENDERS", True)] * 3 + [("MAILBOX", False)] * 7
+    # Without a budget nothing is held back; the mailboxes only when refreshing.
+    assert got == [("SENDERS", True)] * 3
+    mailbox, urgent = schedule.next_item(state, 100.0, refresh) or (None, True)
+    assert mailbox is not None
+    assert (mailbox.kind, urgent) == (Kind.MAILBOX, False)
     # The senders are in flight: still not fresh; once answered, fresh.
     assert not schedule.spam_signal_fresh(state, 100.0, refresh)
     for item in state.senders.values():
@@ -429,11 +444,39 @@ def test_without_totals_kept_senders_go_again_before_any_mailbox() -> None:
     assert schedule.spam_signal_fresh(state, 100.5, refresh)
 
 
+def test_without_totals_kept_senders_are_refreshed_first_within_the_budget() -> None:
+    state = state_for(unique_recipients={"per_user_totals": False})
+    discovered(state, 1.0)
+    refresh = schedule.refresh_of(state.module)
+    for item in [*state.mailboxes.values(), *state.senders.values()]:
+        answer(state, item, Kept(()), 2.0)
+    state.new_epoch(100.0)
+    # Every sender was answered once: with a budget, refreshing them is not the spam signal.
+    assert schedule.spam_signal_fresh(state, 100.0, refresh)
+    assert schedule.next_item(state, 100.0, refresh, refreshing=False) is None
+    got = []
+    while (picked := schedule.next_item(state, 100.0, refresh)) is not None:
+        state.start(picked[0], 100.0, urgent=picked[1])
+        got.append((picked[0].kind.name, picked[1]))
+    assert got == [("SENDERS", False)] * 3 + [("MAILBOX", False)] * 7
+
+
+def test_without_totals_a_sender_never_answered_is_the_spam_signal_even_with_a_budget() -> None:
+    state = state_for(unique_recipients={"per_user_totals": False})
+    discovered(state, 1.0)
+    refresh = schedule.refresh_of(state.module)
+    state.new_epoch(100.0)
+    assert not schedule.spam_signal_fresh(state, 100.0, refresh)
+    item, urgent = schedule.next_item(state, 100.0, refresh, refreshing=False) or (None, False)
+    assert item is not None
+    assert (item.kind, urgent) == (Kind.SENDERS, True)
+
+
 def test_count_eligible_counts_every_kind_of_lane_and_server_wide_answers() -> None:
     state = state_for(unique_recipients={"refresh": "30s"})
     discovered(state, 1.0)
     refresh = schedule.refresh_of(state.module)
-    answer(state, state.totals["1h"], {}, 10.0)
+    answer(state, state.totals["1h"], SENDING, 10.0)
     fail(state, state.senders[("bob", "1h")], 10.0)
     for item in state.mailboxes.values():
         answer(state, item, Kept(()), 10.0)
@@ -617,7 +660,7 @@ def test_server_wide_answers_within_refresh_keep_the_signal_fresh() -> None:
     state = state_for(unique_recipients={"refresh": "30s"})
     discovered(state, 1.0)
     refresh = schedule.refresh_of(state.module)
-    answer(state, state.totals["1h"], {}, 10.0)
+    answer(state, state.totals["1h"], SENDING, 10.0)
     for item in state.senders.values():
         answer(state, item, Kept(()), 10.0)
     state.new_epoch(20.0)
@@ -752,3 +795,149 @@ def test_users_the_mail_flow_showed_before_listaccts_are_hot_once_listed() -> No
     assert state.listaccts is not None
     answer(state, state.listaccts, {**USERS, "dave": Account("dave", suspended=False)}, 4.0)
     assert [(i.kind, i.user) for i in state.hot] == [(Kind.SENDERS, "dave")]
+
+
+# --- what the per-user totals vouch for (TargetState._confirm) -------------------------------
+
+
+def test_a_user_absent_from_the_totals_has_an_empty_breakdown_without_a_call() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    answer(state, state.totals["1h"], {"alice": 5}, 2.0)
+    bob = state.senders[("bob", "1h")]
+    assert (bob.answer, bob.answered_at, bob.last_ok) == (Kept(()), 2.0, True)
+    assert bob.lane is state.lanes[(Kind.SENDERS, Stage.KEPT)]
+    # alice sent: her breakdown is still to ask.
+    assert state.senders[("alice", "1h")].answer is None
+    state.new_epoch(1.5)
+    got = order(state, 3.0, schedule.refresh_of(state.module))
+    assert [k[1] for k in got if k[0] == "SENDERS"] == ["alice"]
+
+
+def test_an_unchanged_quiet_total_vouches_for_the_breakdown_read_with_it() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    totals = state.totals["1h"]
+    answer(state, totals, SENDING, 2.0)
+    alice = state.senders[("alice", "1h")]
+    answer(state, alice, Kept((), 1), 3.0)
+    assert alice.basis == 5
+    state.new_epoch(10.0)
+    answer(state, totals, SENDING, 10.5)
+    # As if read again at 10.5: same answer, not asked in this round.
+    assert (alice.answer, alice.answered_at, alice.attempted_at) == (Kept((), 1), 10.5, 10.5)
+    refresh = schedule.refresh_of(state.module)
+    assert not schedule.eligible(alice, 11.0, state.epoch_start, refresh)
+    served = snapshot("t", state, 11.0, 0.1, 10.0, pending=False)
+    assert served.items[(Kind.SENDERS.value, "fresh")] == 1
+    # bob and carol sent (3 and 2): their breakdowns are still to be read.
+    assert served.items[(Kind.SENDERS.value, "missing")] == 2
+
+
+def test_a_changed_total_does_not_vouch() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    totals = state.totals["1h"]
+    answer(state, totals, SENDING, 2.0)
+    alice = state.senders[("alice", "1h")]
+    answer(state, alice, Kept(()), 3.0)
+    answer(state, totals, {**SENDING, "alice": 6}, 10.0)
+    assert alice.answered_at == 3.0
+    assert alice.basis == 5
+
+
+def test_a_hot_total_never_vouches_it_heats() -> None:
+    state = state_for(unique_recipients={"priority_threshold": 5})
+    discovered(state, 1.0)
+    totals = state.totals["1h"]
+    answer(state, totals, SENDING, 2.0)
+    alice = state.senders[("alice", "1h")]
+    answer(state, alice, Kept(()), 3.0)
+    answer(state, totals, SENDING, 10.0)
+    # At the threshold: a sender may be at it too. Asked first, never vouched for.
+    assert alice.answered_at == 3.0
+    assert alice in state.hot
+
+
+def test_a_breakdown_in_flight_or_newer_than_the_totals_is_left_alone() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    totals = state.totals["1h"]
+    bob, carol = state.senders[("bob", "1h")], state.senders[("carol", "1h")]
+    state.start(bob, 1.5, urgent=False)
+    answer(state, carol, Kept((), 1), 3.0)
+    # Totals read at 2.0 but arriving after carol's breakdown of 3.0 say nothing of it.
+    state.start(totals, 2.0, urgent=True)
+    state.answered(totals, {"alice": 5}, 2.0)
+    state.finish(totals, True)
+    assert bob.answer is None
+    assert bob.in_flight
+    assert (carol.answer, carol.answered_at) == (Kept((), 1), 3.0)
+
+
+def test_the_breakdown_of_another_window_is_not_vouched_for() -> None:
+    state = state_for(unique_recipients={"windows": ["1h", "1d"]})
+    discovered(state, 1.0)
+    answer(state, state.totals["1h"], {}, 2.0)
+    assert state.senders[("bob", "1h")].answer == Kept(())
+    assert state.senders[("bob", "1d")].answer is None
+
+
+def test_a_new_user_absent_from_earlier_totals_gets_an_empty_breakdown_when_listed() -> None:
+    state = state_for()
+    answer(state, state.totals["1h"], {"alice": 5}, 1.0)
+    discovered(state, 2.0)
+    # Listed after the totals: those still say bob sent nothing.
+    assert state.senders[("bob", "1h")].answer == Kept(())
+    assert state.senders[("bob", "1h")].answered_at == 1.0
+    assert state.senders[("alice", "1h")].answer is None
+
+
+# --- the load budget's part in the order ------------------------------------------------------
+
+
+def test_without_refreshing_only_the_spam_signal_and_first_answers_go() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    refresh = schedule.refresh_of(state.module)
+    answer(state, state.totals["1h"], SENDING, 2.0)
+    for item in state.mailboxes.values():
+        answer(state, item, Kept(()), 2.0)
+    state.new_epoch(100.0)
+    got = []
+    while (picked := schedule.next_item(state, 100.0, refresh, refreshing=False)) is not None:
+        item, urgent = picked
+        state.start(item, 100.0, urgent=urgent)
+        got.append((item.kind.name, urgent, schedule.is_refresh(item, urgent)))
+    # The totals (spam signal) and the three senders never answered; no mailbox refresh.
+    assert got == [("TOTALS", True, False)] + [("SENDERS", False, False)] * 3
+    assert schedule.next_item(state, 100.0, refresh) is not None
+
+
+def test_a_refresh_is_a_renewed_answer_that_is_not_the_spam_signal() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    mailbox = next(iter(state.mailboxes.values()))
+    assert not schedule.is_refresh(mailbox, False)
+    answer(state, mailbox, Kept(()), 2.0)
+    assert schedule.is_refresh(mailbox, False)
+    assert not schedule.is_refresh(mailbox, True)
+
+
+def test_items_never_answered_are_waiting_until_each_was_asked_in_the_round() -> None:
+    state = state_for()
+    state.new_epoch(0.0)
+    assert schedule.never_answered_waiting(state)
+    discovered(state, 1.0)
+    broken = state.mailboxes[("bob", "b1@x")]
+    for item in [*state.mailboxes.values(), *state.senders.values()]:
+        if item is broken:
+            fail(state, item, 1.0)
+        else:
+            answer(state, item, Kept(()), 1.0)
+    # Failed in this round: not again before the next.
+    assert not schedule.never_answered_waiting(state)
+    state.new_epoch(2.0)
+    assert schedule.never_answered_waiting(state)
+    answer(state, broken, Kept(()), 2.5)
+    assert not schedule.never_answered_waiting(state)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
 import os
 import re
 import ssl
@@ -104,6 +105,7 @@ class MailboxesConfig(StrictModel):
     include_folders: Patterns = ()
     exclude_folders: Patterns = ()
     # Every mailbox call runs doveadm on the server: an answer this young is not asked again.
+    # On a big server the load budget sets a slower pace (the design's §8).
     refresh: Duration = 60.0
     max_age: Duration = 3600.0
 
@@ -164,6 +166,9 @@ class ModuleConfig(StrictModel):
     timeout: PositiveDuration = 30.0
     request_timeout: PositiveDuration = 10.0
     max_concurrency: int = Field(default=8, ge=1, le=1024)
+    # Seconds of WHM time per second this exporter may cost the server, on average (§8 of the
+    # design: 1.0 is about one call in flight); 0 is no budget.
+    load_budget: float = 1.0
     # Bodies above this are refused unread: a WHM answer for one mailbox is a few KiB.
     max_response_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     allowed_targets: Patterns = ()
@@ -173,6 +178,17 @@ class ModuleConfig(StrictModel):
     mail_flow: MailFlowConfig = MailFlowConfig()
 
     _secret: SecretStr = PrivateAttr(default=SecretStr(""))
+
+    @field_validator("load_budget")
+    @classmethod
+    def _budget(cls, value: float) -> float:
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(
+                "must be a number of 0 or more: the seconds of WHM time per second of wall time"
+                " this exporter may cost the server, on average (1.0 is about one call in"
+                " flight; 0 = no budget)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_token_source(self) -> ModuleConfig:

@@ -67,6 +67,12 @@ def probe_timeout(module: ModuleConfig, scrape_timeout_header: str | None, offse
     return timeout
 
 
+def shared_budget(a: float, b: float) -> float:
+    """The load budget of a server two modules name: the smaller, where 0 (no budget) yields
+    to any budget."""
+    return min(a, b) if a and b else a or b
+
+
 def server_of(url: str) -> Server:
     """The server a (validated) URL names, however it is spelt: ``https://WHM1:2087/`` and
     ``https://whm1`` are one server, and share one bound."""
@@ -122,18 +128,24 @@ class Exporter:
         config = loaded.config
         old = self.targets
         sizes: dict[Server, int] = {}
+        budgets: dict[Server, float] = {}
         for tc in config.targets.values():
-            limit = config.modules[tc.module].max_concurrency
+            module = config.modules[tc.module]
             server = server_of(tc.url)
-            sizes[server] = min(sizes.get(server, limit), limit)
-        # A server keeps its semaphore across reloads unless its size changed.
-        self._bounds = {
-            server: old_bound
-            if (old_bound := self._bounds.get(server)) is not None and old_bound.size == size
-            else Bound(size)
-            for server, size in sizes.items()
-        }
+            sizes[server] = min(sizes.get(server, module.max_concurrency), module.max_concurrency)
+            budgets[server] = shared_budget(budgets.get(server, 0.0), module.load_budget)
+        # A server keeps its semaphore across reloads unless its size changed, and its budget
+        # (with what it has spent) whatever the new rate.
+        bounds: dict[Server, Bound] = {}
+        for server, size in sizes.items():
+            bound = self._bounds.get(server)
+            if bound is None or bound.size != size:
+                bound = Bound(size, budgets[server])
+            bound.pace.budget.rate = budgets[server]
+            bounds[server] = bound
+        self._bounds = bounds
         new: dict[str, Target] = {}
+        self.metrics.load_budget.clear()
         for name, tc in config.targets.items():
             module = config.modules[tc.module]
             bound = self._bounds[server_of(tc.url)]
@@ -152,6 +164,7 @@ class Exporter:
                     state=state,
                 )
             self.metrics.init_target(name)
+            self.metrics.load_budget.labels(name).set(new[name].bound.pace.budget.rate)
         retired = [t for n, t in old.items() if new.get(n) is not t]
         retired += list(self._unlisted.values())
         self._unlisted.clear()
@@ -218,7 +231,7 @@ class Exporter:
             # The module's token must never travel to a host the operator did not allow.
             raise BadRequest(f"host {host!r} is not in module {module!r}'s allowed_targets")
         # Looked up (and so kept recent) at each request, even when its target exists.
-        bound = self._bound_for_unlisted(server_of(url), mc.max_concurrency)
+        bound = self._bound_for_unlisted(server_of(url), mc)
         key = (module, url)
         found = self._unlisted.get(key)
         if found is None:
@@ -228,13 +241,14 @@ class Exporter:
                 url, url, mc, {}, bound, label=module, observer=self.metrics.observer(module)
             )
             self.metrics.init_target(module)
+            self.metrics.load_budget.labels(module).set(bound.pace.budget.rate)
             self._unlisted[key] = found
             if len(self._unlisted) > MAX_UNLISTED_TARGETS:
                 self._retire(self._unlisted.popitem(last=False)[1])
         self._unlisted.move_to_end(key)
         return found
 
-    def _bound_for_unlisted(self, server: Server, size: int) -> Bound:
+    def _bound_for_unlisted(self, server: Server, module: ModuleConfig) -> Bound:
         """The bound of a configured server, else one from the unlisted LRU. A server drops out
         of it only once MAX_UNLISTED_TARGETS other servers were probed since, by when each of
         its unlisted targets has dropped out of theirs: no two live targets of one server hold
@@ -246,7 +260,8 @@ class Exporter:
         if bound is not None:
             self._unlisted_bounds.move_to_end(server)
             return bound
-        bound = self._unlisted_bounds[server] = Bound(size)
+        size = module.max_concurrency
+        bound = self._unlisted_bounds[server] = Bound(size, module.load_budget)
         if len(self._unlisted_bounds) > MAX_UNLISTED_TARGETS:
             self._unlisted_bounds.popitem(last=False)
         return bound

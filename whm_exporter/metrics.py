@@ -251,6 +251,14 @@ class ExporterMetrics:
             ["target", "function", "outcome"],
             registry=self.registry,
         )
+        self.load_budget = Gauge(
+            "whm_exporter_load_budget",
+            "Seconds of WHM time per second this exporter may cost the target's server, on"
+            " average (load_budget; 0 = no budget). The load spent is the rate of"
+            " whm_exporter_api_request_duration_seconds_sum.",
+            ["target"],
+            registry=self.registry,
+        )
         self.reload_ok = Gauge(
             "whm_exporter_config_last_reload_successful",
             "1 if the last configuration load succeeded.",

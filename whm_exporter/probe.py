@@ -12,8 +12,8 @@ from dataclasses import replace
 from itertools import chain
 from typing import Any
 
-from whm_exporter.collect.calls import MAILBOX_LIST, Kept
-from whm_exporter.collect.state import Item, Kind, TargetState
+from whm_exporter.collect.calls import MAILBOX_LIST
+from whm_exporter.collect.state import Item, Kept, Kind, TargetState
 from whm_exporter.config import ModuleConfig
 from whm_exporter.snapshot import (
     DiskSample,

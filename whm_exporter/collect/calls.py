@@ -10,9 +10,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
-from whm_exporter.collect.state import Addresses, Item, Kind, TargetState
+from whm_exporter.collect.state import Addresses, Item, Kept, Kind, TargetState
 from whm_exporter.limits import selected, top_senders
 from whm_exporter.snapshot import MailboxSample, SenderSample
 from whm_exporter.whm import parse
@@ -25,14 +25,6 @@ _MAILBOX_PARSERS: dict[str, Callable[[Any], list[parse.Folder]]] = {
     MAILBOX_OBJECT: parse.mailbox_status,
 }
 R = TypeVar("R")
-
-
-@dataclass(frozen=True, slots=True)
-class Kept(Generic[R]):
-    """What an answer leaves after filters and limits, and how many series they left out."""
-
-    records: tuple[R, ...]
-    dropped: int = 0
 
 
 # What a good answer still had wrong (records refused, a list cut short): reported, not fatal.

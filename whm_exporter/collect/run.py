@@ -1,5 +1,5 @@
-"""The collection of one target: calls in priority order under the server's bound, going on
-between scrapes while someone scrapes, and the probes that wait on it.
+"""The collection of one target: calls in priority order under the server's bound and within its
+load budget, going on between scrapes while someone scrapes, and the probes that wait on it.
 
 A probe *arrives* (a new round begins unless another probe is still waiting: then it joins) and
 *waits* until the schedule says it may answer, or until its own deadline. The calls go on after
@@ -7,6 +7,9 @@ it answered, until every item has been asked since the probe arrived, and stop t
 when no probe has come for twice the observed scrape interval (at most ``MAX_IDLE``): WHM is
 only loaded while someone is looking. A deadline never cuts a call; it lands in the state.
 Nothing raised inside one call escapes it.
+
+Refreshing what is known waits for the server's budget (collect/budget.py): when only that is
+left, one worker stays, outside the bound, and looks again once the budget allows.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from whm_exporter.collect import calls, schedule
+from whm_exporter.collect.budget import Pace
 from whm_exporter.collect.state import Item, TargetState
 from whm_exporter.snapshot import CallRecord
 from whm_exporter.whm.client import WHMClient
@@ -34,14 +38,18 @@ RECHECK = 0.1
 ANSWERED = frozenset({"success", "api", "role_disabled"})
 # Weight of the newest call in the mean call time that predicts what fits before a deadline.
 _SMOOTHING = 0.05
+# Outcomes that say WHM is struggling, whatever the latency: back off.
+_STRUGGLING = frozenset({"timeout", "connect"})
 
 
 class Bound(asyncio.Semaphore):
-    """The most WHM calls that may be in flight toward one server."""
+    """The most WHM calls that may be in flight toward one server, and the load budget and
+    back-off of that server (``budget``: seconds of WHM time per second, 0 for none)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, budget: float = 0.0) -> None:
         super().__init__(size)
         self.size = size
+        self.pace = Pace(budget, size)
 
 
 class Collection:
@@ -69,6 +77,8 @@ class Collection:
         self._waiters: set[asyncio.Event] = set()
         self._last_arrival = clock()
         self._stopped = False
+        # A worker waits outside the bound for the budget to allow the next refresh.
+        self._pacing = False
         # Replaced by a reload: works on for the probes already waiting, then takes no more.
         self._retiring = False
         # Mean seconds per call, once one finished.
@@ -106,13 +116,17 @@ class Collection:
         if self._stopped:
             # Answer once the cancelled calls have been counted.
             return not self._active
+        # Work never answered goes at the bound's full size; refreshing at the budget's pace.
+        size: float = self.bound.size
+        if not schedule.never_answered_waiting(self.state):
+            size = min(size, self.bound.pace.concurrency())
         return schedule.answer_now(
             self.state,
             self._clock(),
             deadline,
             self.refresh,
             call_seconds=self.call_seconds,
-            concurrency=self.bound.size,
+            concurrency=size,
         )
 
     def pending(self) -> bool:
@@ -154,38 +168,69 @@ class Collection:
 
     async def _work(self) -> None:
         """Take a place in the bound, ask the next item, again; leave when there is nothing
-        to ask now (or nobody looks)."""
+        to ask now (or nobody looks). When only refreshes are left and the budget (or the
+        back-off) holds them back, one worker waits outside the bound and looks again."""
+        pace = self.bound.pace
         while True:
+            pause = 0.0
+            ok = False
             async with self.bound:
                 now = self._clock()
                 if self._idle(now):
                     return
-                picked = schedule.next_item(self.state, now, self.refresh)
+                allowed = pace.refresh_allowed(now)
+                picked = schedule.next_item(self.state, now, self.refresh, refreshing=allowed)
                 if picked is None:
-                    return
-                item, urgent = picked
-                self.state.start(item, now, urgent=urgent)
-                self._active += 1
-                ok = abandoned = False
+                    pause = self._pause(now, allowed)
+                    if not pause:
+                        return
+                else:
+                    ok = await self._call(*picked, now)
+            if pause:
+                self._pacing = True
                 try:
-                    ok = await self._ask(item)
-                except asyncio.CancelledError:
-                    abandoned = True
-                    raise
+                    await asyncio.sleep(pause)
                 finally:
-                    self._active -= 1
-                    self.state.finish(item, ok, abandoned=abandoned)
-                    self._changed(urgent=urgent)
-            if len(self._workers) < self.bound.size and ok:
+                    self._pacing = False
+            elif len(self._workers) < self.bound.size and ok:
                 # Fewer workers than places: this answer may have brought work for more.
                 self._hire()
+
+    def _pause(self, now: float, allowed: bool) -> float:
+        """Seconds this worker waits before it looks again (0: it leaves): only one waits, and
+        only while a refresh that could go is held back."""
+        if allowed or self._pacing or schedule.next_item(self.state, now, self.refresh) is None:
+            return 0.0
+        # The back-off frees a place when a refresh ends, maybe another target's: look again
+        # soon rather than when the budget alone would allow.
+        return min(max(self.bound.pace.budget.wait(now), 0.01), 10 * RECHECK)
+
+    async def _call(self, item: Item[Any], urgent: bool, now: float) -> bool:
+        """Ask about ``item`` (the caller holds a place in the bound); True when answered."""
+        pace = self.bound.pace
+        refreshing = schedule.is_refresh(item, urgent)
+        self.state.start(item, now, urgent=urgent)
+        self._active += 1
+        pace.refreshing += refreshing
+        ok = abandoned = False
+        try:
+            ok = await self._ask(item)
+        except asyncio.CancelledError:
+            abandoned = True
+            raise
+        finally:
+            self._active -= 1
+            pace.refreshing -= refreshing
+            self.state.finish(item, ok, abandoned=abandoned)
+            self._changed(urgent=urgent)
+        return ok
 
     async def _ask(self, item: Item[Any]) -> bool:
         call = calls.plan(item, self.state, self._wall())
         while True:
             started = self._clock()
             try:
-                body = await self._client().call(call.endpoint, call.params)
+                body = await self._fetch(call)
                 problems = call.keep(body, self._clock()) or []
             except asyncio.CancelledError:
                 self.state.abandon(call.function)
@@ -206,6 +251,22 @@ class Collection:
             for problem in problems:
                 self._record(call, started, problem.reason, problem.detail, part=True)
             return True
+
+    async def _fetch(self, call: calls.Call) -> Any:
+        """The call to WHM, charged to the server's budget at its real duration (an abandoned
+        call cost WHM its work too) and told to its back-off."""
+        pace = self.bound.pace
+        started = self._clock()
+        charged = pace.started(call.function, started)
+        struggling = False
+        try:
+            return await self._client().call(call.endpoint, call.params)
+        except WHMError as err:
+            struggling = err.reason in _STRUGGLING or (err.status or 0) >= 500
+            raise
+        finally:
+            now = self._clock()
+            pace.ended(call.function, charged, now - started, now, struggling=struggling)
 
     def _record(
         self,

@@ -9,9 +9,14 @@ b. the senders of hot users, when older than the answer that made them hot (exac
 c. items never answered: discovery, then mailboxes, then the senders of quiet users;
 d. everything else, oldest first.
 
+(a) and (b) are the spam signal and (c) makes a new server whole: neither waits for the load
+budget. (d) refreshes what is known, only while the budget allows (``refreshing``).
+
 Without usable per-user totals (disabled, role-disabled, failing) every user's senders rank right
-after ``listaccts``: nothing else shows the spam signal. An item is asked at most once between two
-probes (``epoch_start``), and not again while younger than its function's ``refresh``.
+after ``listaccts``: nothing else shows the spam signal. Without a load budget they are then
+asked at every probe, as the spam signal; with one, those already answered are refreshed first
+among (d). An item is asked at most once between two probes (``epoch_start``), and not again
+while younger than its function's ``refresh``.
 """
 
 from __future__ import annotations
@@ -75,9 +80,22 @@ def _first(
     return next((i for i in items if eligible(i, now, epoch, refresh)), None)
 
 
-def next_item(state: TargetState, now: float, refresh: Refresh) -> tuple[Item[Any], bool] | None:
+def budgeted(state: TargetState) -> bool:
+    return state.module.load_budget > 0
+
+
+def is_refresh(item: Item[Any], urgent: bool) -> bool:
+    """Whether a call the schedule handed out waits for the load budget: it renews an answer
+    and is not the spam signal."""
+    return not urgent and item.answer is not None
+
+
+def next_item(
+    state: TargetState, now: float, refresh: Refresh, *, refreshing: bool = True
+) -> tuple[Item[Any], bool] | None:
     """The item to ask about next and whether it carries the spam signal; None when nothing
-    may be asked now. (Runs before every call: no allocation but the answer.)"""
+    may be asked now (nothing but the spam signal and first answers, unless ``refreshing``).
+    (Runs before every call: no allocation but the answer.)"""
     epoch = state.epoch_start
     for item in state.server_wide:
         if eligible(item, now, epoch, refresh):
@@ -91,10 +109,14 @@ def next_item(state: TargetState, now: float, refresh: Refresh) -> tuple[Item[An
     learning = state.mailbox_function is None and state.in_flight[Kind.MAILBOX] > 0
     senders_first = not totals_usable(state)
     if senders_first:
-        # Right after the user list: the senders are all there is of the spam signal.
+        # Right after the user list: the senders are all there is of the spam signal (within
+        # the budget, when there is one).
+        signal = not budgeted(state)
         for key in _SENDERS_FIRST:
+            if key[1] is Stage.KEPT and not (refreshing or signal):
+                continue
             if (found := _head(lanes[key], now, epoch, refresh)) is not None:
-                return found, found.kind is Kind.SENDERS
+                return found, found.kind is Kind.SENDERS and (signal or found.answer is None)
     for kind, stage in _FIRST_TIME_LANES:
         if (learning and kind is Kind.MAILBOX) or (senders_first and kind is Kind.SENDERS):
             continue
@@ -102,14 +124,31 @@ def next_item(state: TargetState, now: float, refresh: Refresh) -> tuple[Item[An
         head = lanes[(kind, stage)].head()
         if head is not None and head.attempted_at < epoch:
             return head, False
+    if not refreshing:
+        return None
     oldest: Item[Any] | None = None
-    # Nothing to skip here: no mailbox has an answer while the mailbox function is learned, and
-    # with senders first, a kept sender that may go went above.
+    # No mailbox has an answer while the mailbox function is learned, and with senders first,
+    # a kept sender that may go went above. Kept senders wait for the totals being asked: those
+    # may vouch for them (state.TargetState._confirm).
+    waiting = any(t.in_flight or eligible(t, now, epoch, refresh) for t in state.totals.values())
     for kind in _FIRST_TIME:
+        if waiting and kind is Kind.SENDERS:
+            continue
         head = _head(lanes[(kind, Stage.KEPT)], now, epoch, refresh)
         if head is not None and (oldest is None or head.attempted_at < oldest.attempted_at):
             oldest = head
     return (oldest, False) if oldest is not None else None
+
+
+def never_answered_waiting(state: TargetState) -> bool:
+    """Whether an item never answered may still be asked in this round: such items use the
+    whole bound, not the budget's pace."""
+    epoch = state.epoch_start
+    for key in _FIRST_TIME_LANES:
+        head = state.lanes[key].head()
+        if head is not None and head.attempted_at < epoch:
+            return True
+    return False
 
 
 def count_eligible(state: TargetState, now: float, refresh: Refresh, limit: int) -> int:
@@ -139,8 +178,10 @@ def spam_signal_fresh(state: TargetState, now: float, refresh: Refresh) -> bool:
         return False
     if totals_usable(state):
         return True
+    # With a budget, only the senders never answered are part of it.
+    stages = (Stage.NEW, Stage.FAILED) if budgeted(state) else tuple(Stage)
     return not any(
-        _head(state.lanes[(Kind.SENDERS, stage)], now, epoch, refresh) for stage in Stage
+        _head(state.lanes[(Kind.SENDERS, stage)], now, epoch, refresh) for stage in stages
     )
 
 
@@ -151,10 +192,11 @@ def answer_now(
     refresh: Refresh,
     *,
     call_seconds: float | None,
-    concurrency: int,
+    concurrency: float,
 ) -> bool:
     """A probe answers once the spam signal is fresh and the rest is done or cannot be done
-    before its deadline anyway (estimated from the mean call time at full concurrency)."""
+    before its deadline anyway (estimated from the mean call time at ``concurrency``, the calls
+    in flight the work left may keep on average)."""
     if not spam_signal_fresh(state, now, refresh):
         return False
     in_flight = sum(state.in_flight.values())

@@ -71,6 +71,8 @@ class Item(Generic[A]):
     # Dropped from the inventory while its call was in flight: the answer is thrown away.
     gone: bool = False
     lane: Lane | None = None
+    # Senders: the user's per-user total when this breakdown was answered (None: unknown).
+    basis: int | None = None
 
 
 class Lane:
@@ -105,6 +107,18 @@ class Addresses:
 
     addresses: tuple[str, ...]
     disk: tuple[Mailbox, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Kept(Generic[A]):
+    """What an answer leaves after filters and limits, and how many series they left out."""
+
+    records: tuple[A, ...]
+    dropped: int = 0
+
+
+# The breakdown of a user the per-user totals show sending to nobody.
+_NOTHING_SENT: Kept[Any] = Kept(())
 
 
 @dataclass(slots=True)
@@ -285,6 +299,10 @@ class TargetState:
         item.answer = answer
         if item.kind is Kind.POPS:
             self._sync_user(item.user)
+        elif item.kind is Kind.SENDERS:
+            totals = self.totals.get(item.subject)
+            counts = None if totals is None else totals.answer
+            item.basis = None if counts is None else counts.get(item.user, 0)
         elif item.kind in (Kind.TOTALS, Kind.MAIL_FLOW):
             self._heat_from(item)
 
@@ -300,6 +318,7 @@ class TargetState:
             counts = [(u, n) for u, n in answer.items() if only is None or u in only]
             by_count = sorted(counts, key=lambda uc: (-uc[1], uc[0]))
             self.heat([u for u, n in by_count if n >= threshold], [item.subject], item.answered_at)
+            self._confirm(item, only)
             return
         threshold = self.module.mail_flow.defer_fail_threshold
         hot = [
@@ -311,6 +330,37 @@ class TargetState:
         hot.sort(key=lambda f: (-f.defer_failures, f.user))
         windows = [w.label for w in self.module.unique_recipients.windows]
         self.heat([f.user for f in hot], windows, item.answered_at)
+
+    def _confirm(self, totals: Item[dict[str, int]], only: set[str] | None) -> None:
+        """Quiet users' breakdowns the new totals vouch for count as read again, without a
+        call: those of users with no remote recipients at all (nothing to break down), and
+        those whose total is what it was when their breakdown was read. A quiet user's total
+        is below ``priority_threshold`` and no sender's count exceeds its user's total, so no
+        sender of theirs can have crossed a threshold since."""
+        answer = totals.answer
+        if answer is None:
+            return
+        at = totals.answered_at
+        threshold = self.module.unique_recipients.priority_threshold
+        lane = self.lanes[(Kind.SENDERS, Stage.KEPT)]
+        for (user, window), item in self.senders.items():
+            if window != totals.subject or item.in_flight or item.answered_at >= at:
+                continue
+            if only is not None and user not in only:
+                continue
+            total = answer.get(user, 0)
+            if total >= threshold or (total and total != item.basis):
+                continue
+            if not total:
+                item.answer = _NOTHING_SENT
+            elif item.answer is None:
+                continue
+            item.answered_at = item.attempted_at = at
+            item.basis = total
+            item.last_ok = True
+            if item.lane is not None:
+                item.lane.remove(item)
+            lane.append(item)
 
     def finish(self, item: Item[Any], ok: bool, *, abandoned: bool = False) -> None:
         """``item``'s call is over (answered, failed or abandoned): back into a lane. An

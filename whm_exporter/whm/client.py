@@ -105,9 +105,9 @@ class WHMClient:
                 if resp.status in (401, 403):
                     raise WHMError("auth", f"HTTP {resp.status}: credentials refused")
                 if resp.status == 404:
-                    raise WHMError("http", "HTTP 404", unknown_function=True)
+                    raise WHMError("http", "HTTP 404", unknown_function=True, status=404)
                 if resp.status != 200:
-                    raise WHMError("http", f"HTTP {resp.status}")
+                    raise WHMError("http", f"HTTP {resp.status}", status=resp.status)
                 body = await self._read(resp)
         except WHMError:
             raise

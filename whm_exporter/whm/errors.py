@@ -10,10 +10,19 @@ Reason = Literal["auth", "timeout", "connect", "tls", "http", "api", "protocol",
 
 class WHMError(Exception):
     """A failed WHM call. ``detail`` is for logs (WHM's own reason when it gave one); it never
-    holds credentials. ``unknown_function`` marks answers saying the server lacks the function."""
+    holds credentials. ``unknown_function`` marks answers saying the server lacks the function;
+    ``status`` is the HTTP status of an ``http`` failure that had one."""
 
-    def __init__(self, reason: Reason, detail: str, *, unknown_function: bool = False) -> None:
+    def __init__(
+        self,
+        reason: Reason,
+        detail: str,
+        *,
+        unknown_function: bool = False,
+        status: int | None = None,
+    ) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason: Reason = reason
         self.detail = detail
         self.unknown_function = unknown_function
+        self.status = status
