@@ -120,16 +120,16 @@ class Server:
 
     def work_seconds(self) -> float:
         """Core-seconds served so far, to every call (those in service too)."""
-        self.sync()
+        self._sync()
         return self._sharing.work
 
     def slow_down(self, factor: float, at: float) -> None:
         """Every call needs ``factor`` times its work from ``at`` on (1: normal speed)."""
-        self.sync()  # the work done until now was at the old factor
+        self._sync()  # the work done until now was at the old factor
         self._knobs.slowdown = (at, factor)
         self._settle([])
 
-    def sync(self) -> None:
+    def _sync(self) -> None:
         knobs = self._knobs
         self._settle(self._sharing.advance(self._now(), knobs.cores, knobs.slowdown))
 
