@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import sys
 import time
 
@@ -13,7 +14,21 @@ from whm_exporter.simulator.dataset import Dataset
 from whm_exporter.simulator.faults import FAULTS
 
 
-def _args(argv: list[str] | None) -> argparse.Namespace:
+def _factor(text: str) -> float:
+    value = float(text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text}: a factor must be a positive number")
+    return value
+
+
+def _cores(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: cores must be 0 (no limit) or more")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m whm_exporter.simulator", description="A WHM API 1 look-alike on loopback."
     )
@@ -33,6 +48,51 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--capacity", type=int, default=0, help="calls served at once, the rest queue (0: any)"
+    )
+    p.add_argument(
+        "--cores",
+        type=_cores,
+        default=0,
+        help="cores (0: no limit): past this many calls in service every call slows, sharing them",
+    )
+    p.add_argument(
+        "--slow-down",
+        type=_factor,
+        default=1.0,
+        metavar="FACTOR",
+        help="every call needs FACTOR times its work from --slow-down-after on"
+        " (or at any time: POST /_sim/slowdown?factor=F; 1 ends it)",
+    )
+    p.add_argument(
+        "--slow-down-after",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="when the slow-down starts, after the start (default: at once)",
+    )
+    p.add_argument(
+        "--nobody-sends",
+        action="store_true",
+        help="the system user nobody sends mail: in the per-user totals and the mail flow,"
+        " not in listaccts",
+    )
+    p.add_argument(
+        "--suspended-sends",
+        action="store_true",
+        help="a suspended user (the tenth, or the last) still sends to 150 recipients an hour",
+    )
+    p.add_argument(
+        "--jump-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the first address of the third user goes from 20 to 300 unique recipients an hour"
+        " after this long (or at any time: POST /_sim/jump)",
+    )
+    p.add_argument(
+        "--filling-mailbox",
+        action="store_true",
+        help="the first address of the fourth user fills its quota in two days",
     )
     p.add_argument(
         "--new-spammer-after",
@@ -60,7 +120,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def _run(args: argparse.Namespace) -> None:
+def build(args: argparse.Namespace) -> Simulator:
+    """The simulator the parsed flags describe, its moments counted from now."""
     faults = dict(f.split("=", 1) for f in args.fault if "=" in f)
     unknown = sorted(set(faults.values()) - set(FAULTS)) + [f for f in args.fault if "=" not in f]
     if unknown:
@@ -73,6 +134,10 @@ async def _run(args: argparse.Namespace) -> None:
             accounts=args.accounts,
             users=args.users or max(1, args.accounts // 4),
             folders=args.folders,
+            nobody_sends=args.nobody_sends,
+            suspended_sends=args.suspended_sends,
+            jump_after=args.jump_after,
+            filling_mailbox=args.filling_mailbox,
         ),
         username=args.username,
         token=args.token,
@@ -80,6 +145,8 @@ async def _run(args: argparse.Namespace) -> None:
             latency=args.latency,
             latency_spread=args.latency_spread,
             capacity=args.capacity,
+            cores=args.cores,
+            slowdown=(time.monotonic() + args.slow_down_after, args.slow_down),
             error_rate=args.error_rate,
             string_counters=args.string_counters,
             disabled_role=args.disable_role,
@@ -90,6 +157,11 @@ async def _run(args: argparse.Namespace) -> None:
     )
     if args.new_spammer_after is not None:
         sim.start_spammer(sim.quiet_address(), 2000, time.monotonic() + args.new_spammer_after)
+    return sim
+
+
+async def _run(args: argparse.Namespace) -> None:
+    sim = build(args)
     host, _, port = args.listen.rpartition(":")
     runner, url = await serve(sim, host or "127.0.0.1", int(port))
     print(f"WHM simulator serving {url} (user {args.username})", flush=True)
@@ -101,7 +173,7 @@ async def _run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run(_args(argv)))
+        asyncio.run(_run(parse_args(argv)))
     return 0
 
 

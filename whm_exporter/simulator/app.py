@@ -3,8 +3,9 @@
 It answers like the official reference: the {data, metadata} envelope, 401 with an HTML body for
 bad credentials, validation failures as HTTP 200 with ``result: 0`` and the reason wording of
 cPanel's code (Whostmgr/API/1/Data/Wrapper.pm prefixes "API failure: "), unordered payloads.
-Knobs add latency, faults, string-typed counters and disabled server roles; ``/_sim/stats``
-counts calls and the most that were ever in flight.
+Knobs add latency, cores shared by the calls in service and a slow-down (``load.py``), faults,
+string-typed counters and disabled server roles; ``/_sim/stats`` counts calls, the most that
+were ever in flight, and the time WHM spent on them.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
 
 from whm_exporter.simulator.dataset import Dataset, FolderData
 from whm_exporter.simulator.faults import FAULTS
+from whm_exporter.simulator.load import Server, slowdown_at
 
 # Function -> server role that disables it (cPanel's Whostmgr/API/1/Mailboxes.pm and Email.pm
 # need MailReceive, Exim.pm needs MailSend; each function's reference page notes the role).
@@ -48,6 +50,12 @@ class Knobs:
     latency_spread: float = 0.0
     # Calls the server works on at once (0: no limit); the rest queue, as on a busy cpsrvd.
     capacity: int = 0
+    # Cores (0: no limit): past this many calls in service, each gets cores / in service of
+    # one, so every call in flight slows, as on a loaded server. Read at each arrival and end.
+    cores: int = 0
+    # (monotonic time, factor): from then on every call needs factor times its work (a spam
+    # wave, a backup). Change it while serving through Simulator.slow_down.
+    slowdown: tuple[float, float] = (0.0, 1.0)
     error_rate: float = 0.0
     string_counters: bool = False
     disabled_role: str | None = None
@@ -67,6 +75,9 @@ class Stats:
     calls: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
     max_in_flight: int = 0
+    # Over the calls answered, seconds from arrival to answer (queueing included): the load
+    # the exporter's own call durations measure.
+    busy_seconds: float = 0.0
     # Set when a call arrives: tests wait on it rather than on time.
     called: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -76,6 +87,7 @@ class Stats:
             "total": sum(self.calls.values()),
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            "busy_seconds": self.busy_seconds,
         }
 
 
@@ -131,6 +143,8 @@ class Simulator:
         self.token = token
         self.knobs = knobs or Knobs()
         self.stats = Stats()
+        self.started = time.monotonic()  # the clock of the dataset's scenarios (uptime)
+        self.load = Server(self.knobs)
         self._random = random.Random(seed)
         self._folder_cache: dict[tuple[Dataset, str], list[FolderData]] = {}
         self._capacity: tuple[int, asyncio.Semaphore] | None = None
@@ -150,7 +164,35 @@ class Simulator:
         app.router.add_get("/json-api/{function}", self._serve)
         app.router.add_get("/_sim/stats", self._stats)
         app.router.add_post("/_sim/spammer", self._new_spammer)
+        app.router.add_post("/_sim/slowdown", self._slowdown)
+        app.router.add_post("/_sim/jump", self._jump)
         return app
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started
+
+    async def _slowdown(self, request: web.Request) -> web.Response:
+        """``POST /_sim/slowdown?factor=F``: every call needs F times its work from now on
+        (1 ends a slow-down)."""
+        try:
+            factor = float(request.query.get("factor", ""))
+        except ValueError:
+            factor = math.nan
+        if not 0 < factor < math.inf:
+            raise web.HTTPBadRequest(text="factor must be a positive number\n")
+        self.slow_down(factor)
+        return web.json_response({"slowdown": factor})
+
+    def slow_down(self, factor: float, at: float | None = None) -> None:
+        """From ``at`` (monotonic; default now) every call needs ``factor`` times its work."""
+        self.load.slow_down(factor, time.monotonic() if at is None else at)
+
+    async def _jump(self, request: web.Request) -> web.Response:
+        """``POST /_sim/jump``: the jumper goes from its usual rate to its jump now."""
+        self.dataset = replace(self.dataset, jump_after=self.uptime())
+        return web.json_response(
+            {"address": self.dataset.jumper_address, "user": self.dataset.jumper_user}
+        )
 
     async def _new_spammer(self, request: web.Request) -> web.Response:
         """``POST /_sim/spammer?rate=N[&address=A]``: a sender starts reaching N unique
@@ -169,7 +211,16 @@ class Simulator:
         self.knobs.spammers[address] = (time.monotonic() if at is None else at, rate)
 
     async def _stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats.as_json())
+        """The call counts and the time WHM spent: ``busy_seconds`` exceeds ``work_seconds``
+        (the service demand served) by the time calls waited for a core or in the queue."""
+        now = time.monotonic()
+        body = {
+            **self.stats.as_json(),
+            "work_seconds": self.load.work_seconds(),
+            "uptime_seconds": now - self.started,
+            "slowdown": slowdown_at(self.knobs.slowdown, now),
+        }
+        return web.json_response(body)
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         function = request.match_info["function"]
@@ -179,33 +230,39 @@ class Simulator:
             return web.Response(
                 status=401, text="<html><body>Access denied</body></html>", content_type="text/html"
             )
+        arrived = time.monotonic()
         self.stats.calls[function] += 1
         self.stats.called.set()
         self.stats.in_flight += 1
         self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
         try:
-            if self.knobs.latency:
-                await self._work()
-            params = dict(request.query)
-            fault = self._fault(function, params)
-            if fault:
-                return await FAULTS[fault](request, function)
-            if function in self.knobs.canned:
-                return web.json_response(self.knobs.canned[function])
-            return web.json_response(self.answer(function, params))
+            response = await self._respond(request, function)
         finally:
             self.stats.in_flight -= 1
+        self.stats.busy_seconds += time.monotonic() - arrived
+        return response
+
+    async def _respond(self, request: web.Request, function: str) -> web.StreamResponse:
+        if self.knobs.latency:
+            await self._work()
+        params = dict(request.query)
+        fault = self._fault(function, params)
+        if fault:
+            return await FAULTS[fault](request, function)
+        if function in self.knobs.canned:
+            return web.json_response(self.knobs.canned[function])
+        return web.json_response(self.answer(function, params))
 
     async def _work(self) -> None:
         knobs = self.knobs
         seconds = knobs.latency * math.exp(knobs.latency_spread * self._random.gauss(0.0, 1.0))
         if not knobs.capacity:
-            await asyncio.sleep(seconds)
+            await self.load.serve(seconds)
             return
         if self._capacity is None or self._capacity[0] != knobs.capacity:
             self._capacity = (knobs.capacity, asyncio.Semaphore(knobs.capacity))
         async with self._capacity[1]:
-            await asyncio.sleep(seconds)
+            await self.load.serve(seconds)
 
     def answer(self, function: str, params: dict[str, str]) -> dict[str, Any]:
         """The JSON body WHM would send for this call."""
@@ -300,6 +357,8 @@ class Simulator:
         return folders
 
     def _mailbox(self, account: str) -> list[FolderData]:
+        if account == self.dataset.filling_address:
+            return self.dataset.mailbox(account, self.uptime())  # it changes: not kept
         # Generated once per account: the benchmark's floor should measure the exporter's
         # client, not the simulator's data generation.
         key = (self.dataset, account)
@@ -348,8 +407,11 @@ class Simulator:
         if delivery not in (None, "remote", "remote-or-faildefer", "local"):
             raise Failure(f"Invalid “deliverytype”: “{delivery}”.")
         records = []
-        for user in self.dataset.user_names:
-            flow = self.dataset.mail_flow(user, window, spamming=self._spamming(user))
+        uptime = self.uptime()
+        for user in self.dataset.mail_users:
+            flow = self.dataset.mail_flow(
+                user, window, spamming=self._spamming(user), uptime=uptime
+            )
             if not flow.sent:
                 continue  # only users with mail in the window
             records.append(
@@ -389,8 +451,9 @@ class Simulator:
             return {"uapi": _uapi_result(None, [text])}
         ds = self.dataset
         rows = []
+        uptime = self.uptime()
         for address in ds.pops[user]:
-            used, quota = ds.disk(address)
+            used, quota = ds.disk(address, uptime)
             local, _, domain = address.partition("@")
             rows.append(
                 {
@@ -413,7 +476,7 @@ class Simulator:
 
     def sender_counts(self, user: str, window: float) -> dict[str, int]:
         """The dataset's senders of ``user``, with the spammers that have appeared by now."""
-        counts = self.dataset.senders(user, window)
+        counts = self.dataset.senders(user, window, self.uptime())
         now = time.monotonic()
         for address, (at, rate) in self.knobs.spammers.items():
             if now >= at and self.dataset.owner(address) == user:
@@ -433,7 +496,7 @@ class Simulator:
     def _user_totals(self, params: dict[str, str]) -> object:
         window = self._window(params)
         rows = []
-        for user in self.dataset.user_names:
+        for user in self.dataset.mail_users:
             total = sum(self.sender_counts(user, window).values())
             if total:
                 rows.append({"user": user, "unique_sender_recipient_count": self._count(total)})

@@ -1,7 +1,9 @@
 """The simulator's generated server: users, email accounts, folders and senders.
 
-Everything is a pure function of the seed and the sizes, computed on demand, so a server of
-10,000 accounts costs nothing to hold and a test can ask what any answer must contain.
+Everything is a pure function of the seed, the sizes, the scenarios switched on and the time
+since the simulator started (``uptime``, for what changes: a sender's jump, a mailbox filling
+up), computed on demand, so a server of 10,000 accounts costs nothing to hold and a test can ask
+what any answer must contain.
 """
 
 from __future__ import annotations
@@ -47,6 +49,20 @@ _FOLDERS = (
 # cPanel's default outbound-spam threshold is 500 unique recipients per sender per hour (Tweak
 # Setting email_outbound_spam_detect_threshold): the heavy sender is far above.
 HEAVY_SENDER_RATE = 1200
+# The user cPanel runs scripts as outside suEXEC (mod_php and other DSO handlers): absent from
+# listaccts, named by eximstats for the mail those scripts send.
+SYSTEM_USER = "nobody"
+HOSTNAME = "server.example"
+# The suspended user's first address keeps sending: above the exporter's default priority
+# threshold (100), under cPanel's 500.
+SUSPENDED_SENDER_RATE = 150
+# The jumper's usual unique recipients per hour, and after its jump (under cPanel's 500).
+JUMPER_RATES = (20, 300)
+# The filling address reaches its quota this long after the simulator starts, arriving mail
+# of this size on average.
+FILL_SECONDS = 2 * 86400
+FILLING_MESSAGE_BYTES = 40_000
+_MIB = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,23 +92,92 @@ def _rng(*parts: object) -> random.Random:
 @dataclass(frozen=True)
 class Dataset:
     """A deterministic WHM server. ``accounts`` email addresses spread over ``users`` cPanel users;
-    every 10th user is suspended; the first address of the first user is a heavy sender."""
+    every 10th user is suspended; the first address of the first user is a heavy sender.
+
+    Scenarios for the spam and quota alerts, all off by default (each names its user or
+    address in a property of the same stem, None when the server is too small for it):
+    ``nobody_sends``, the system user ``nobody`` sends mail (in the per-user totals and the mail
+    flow, not in listaccts); ``suspended_sends``, a suspended user (the tenth, or the last of a
+    smaller server) sends notably; ``jump_after``, seconds after the start when the jumper
+    (the first address of the third user) goes from its usual 20 unique recipients an hour to
+    300; ``filling_mailbox``, the first address of the fourth user fills its quota in two days.
+    """
 
     seed: int = 1
     accounts: int = 20
     users: int = 5
     folders: int = 5
     heavy_sender: bool = True
+    nobody_sends: bool = False
+    suspended_sends: bool = False
+    jump_after: float | None = None
+    filling_mailbox: bool = False
 
     @cached_property
     def user_names(self) -> tuple[str, ...]:
         return tuple(f"{_WORDS[i % len(_WORDS)]}{i + 1:03d}" for i in range(max(1, self.users)))
 
+    @property
+    def nobody_user(self) -> str | None:
+        return SYSTEM_USER if self.nobody_sends else None
+
+    @property
+    def mail_users(self) -> tuple[str, ...]:
+        """Every user eximstats names: the cPanel users and, sending, the system user."""
+        return self.user_names + ((SYSTEM_USER,) if self.nobody_sends else ())
+
     def domain(self, user: str) -> str:
-        return f"{user}.example"
+        return HOSTNAME if user == SYSTEM_USER else f"{user}.example"
 
     def suspended(self, user: str) -> bool:
-        return self.user_names.index(user) % 10 == 9
+        return self.user_names.index(user) % 10 == 9 or user == self.suspended_sender_user
+
+    def _nth_user(self, index: int) -> str | None:
+        # Scenario users come after the heavy sender's and the near-quota address's users (the
+        # first two), each its own.
+        return self.user_names[index] if index < len(self.user_names) else None
+
+    def _first_address(self, user: str | None) -> str | None:
+        addresses = self.pops[user] if user is not None else ()
+        return addresses[0] if addresses else None
+
+    @property
+    def suspended_sender_user(self) -> str | None:
+        if not self.suspended_sends or len(self.user_names) < 5:
+            return None
+        return self.user_names[min(9, len(self.user_names) - 1)]
+
+    @property
+    def suspended_sender_address(self) -> str | None:
+        return self._first_address(self.suspended_sender_user)
+
+    @property
+    def jumper_address(self) -> str | None:
+        return self._first_address(self._nth_user(2)) if self.jump_after is not None else None
+
+    @property
+    def jumper_user(self) -> str | None:
+        address = self.jumper_address
+        return self.owner(address) if address else None
+
+    @property
+    def filling_address(self) -> str | None:
+        return self._first_address(self._nth_user(3)) if self.filling_mailbox else None
+
+    @cached_property
+    def _nobody_rates(self) -> dict[str, int]:
+        """The envelope senders Exim records for scripts run as nobody, with their rates
+        (together above the priority threshold, 100: the system user is hot). A script that
+        names no sender sends as nobody qualified with the server's hostname (Exim's
+        qualify_domain, by default primary_hostname); a web form (WordPress, say) sets its
+        site's address with -f."""
+        if not self.nobody_sends:
+            return {}
+        return {f"{SYSTEM_USER}@{HOSTNAME}": 90, f"wordpress@{self.domain(self.user_names[0])}": 30}
+
+    @property
+    def nobody_senders(self) -> tuple[str, ...]:
+        return tuple(self._nobody_rates)
 
     @cached_property
     def pops(self) -> dict[str, tuple[str, ...]]:
@@ -117,8 +202,18 @@ class Dataset:
         extra = tuple(f"INBOX.Folder{k}" for k in range(max(0, self.folders - len(_FOLDERS))))
         return (_FOLDERS + extra)[: max(1, self.folders)]
 
-    def mailbox(self, account: str) -> list[FolderData]:
-        """The folders of an address or of a user's main mailbox."""
+    def mailbox(self, account: str, uptime: float = 0.0) -> list[FolderData]:
+        """The folders of an address or of a user's main mailbox, ``uptime`` seconds after the
+        simulator started (only the filling address changes: mail arrives in its INBOX)."""
+        out = self._mailbox_at_start(account)
+        if account != self.filling_address:
+            return out
+        grown = self._grown(account, uptime)
+        inbox = out[0]  # folder_names() starts with it
+        messages = inbox.messages + grown // FILLING_MESSAGE_BYTES
+        return [FolderData(inbox.name, messages, inbox.vsize + grown), *out[1:]]
+
+    def _mailbox_at_start(self, account: str) -> list[FolderData]:
         out = []
         for name in self.folder_names():
             rng = _rng(self.seed, account, name)
@@ -126,10 +221,36 @@ class Dataset:
             out.append(FolderData(name, messages, messages * rng.randrange(2_000, 60_000)))
         return out
 
-    def sender_rate(self, sender: str) -> int:
-        """Unique remote recipients per hour; 0 means the sender is absent from the payload."""
-        if self.heavy_sender and sender == self.heavy_sender_address:
-            return HEAVY_SENDER_RATE
+    def _filling_quota(self, account: str) -> tuple[int, int]:
+        """The filling address's use at the start and its quota: twice that (at least 100 MiB),
+        in whole MiB as cPanel sets quotas."""
+        used = sum(f.vsize for f in self._mailbox_at_start(account))
+        return used, -(-max(2 * used, 100 * _MIB) // _MIB) * _MIB
+
+    def _grown(self, account: str, uptime: float) -> int:
+        """Bytes the filling address has received: steadily, until its quota is full."""
+        used, quota = self._filling_quota(account)
+        return min(quota - used, int((quota - used) * max(0.0, uptime) / FILL_SECONDS))
+
+    @cached_property
+    def _fixed_rates(self) -> dict[str, int]:
+        """Senders whose rate a scenario sets rather than the seed."""
+        rates = dict(self._nobody_rates)
+        if self.suspended_sender_address:
+            rates[self.suspended_sender_address] = SUSPENDED_SENDER_RATE
+        if self.heavy_sender and self.heavy_sender_address:
+            rates[self.heavy_sender_address] = HEAVY_SENDER_RATE
+        return rates
+
+    def sender_rate(self, sender: str, uptime: float = 0.0) -> int:
+        """Unique remote recipients per hour ``uptime`` seconds after the start; 0 means the
+        sender is absent from the payload."""
+        if sender == self.jumper_address:
+            assert self.jump_after is not None
+            return JUMPER_RATES[uptime >= self.jump_after]
+        fixed = self._fixed_rates.get(sender)
+        if fixed is not None:
+            return fixed
         rate = self._rates.get(sender)
         if rate is None:
             rng = _rng(self.seed, "rate", sender)
@@ -151,12 +272,13 @@ class Dataset:
         first = self.pops[self.user_names[0]]
         return first[0] if first else None
 
-    def senders(self, user: str, window_seconds: float) -> dict[str, int]:
+    def senders(self, user: str, window_seconds: float, uptime: float = 0.0) -> dict[str, int]:
         """Unique recipients per sender of one user in a window (absent when zero)."""
         hours = window_seconds / 3600
         out = {}
-        for sender in self.pops.get(user, ()):
-            count = round(self.sender_rate(sender) * hours)
+        addresses = self.nobody_senders if user == SYSTEM_USER else self.pops.get(user, ())
+        for sender in addresses:
+            count = round(self.sender_rate(sender, uptime) * hours)
             if count > 0:
                 out[sender] = count
         return out
@@ -174,11 +296,12 @@ class Dataset:
         return self.owner(address) if address else None
 
     def mail_flow(
-        self, user: str, window_seconds: float, *, spamming: bool = False
+        self, user: str, window_seconds: float, *, spamming: bool = False, uptime: float = 0.0
     ) -> MailFlowData:
         """emailtrack_user_stats for a user: quiet users send a little and bounce less; the
         heavy sender's user (or a ``spamming`` one) sends a burst, bounces, and trips both of
-        cPanel's per-hour limits."""
+        cPanel's per-hour limits. Any other user's mail follows its senders (the jumper's user
+        sends more after the jump but trips no limit)."""
         hours = window_seconds / 3600
         if spamming or (self.heavy_sender and user == self.heavy_user):
             sent = round(2000 * hours)
@@ -192,21 +315,23 @@ class Dataset:
                 reached_max_emails=True,
                 reached_max_defer_fail=True,
             )
-        sent = round(sum(self.senders(user, window_seconds).values()) / 4)
+        sent = round(self.user_total(user, window_seconds, uptime) / 4)
         return MailFlowData(
             sent, sent + sent // 10, sent // 20, sent // 50, sent // 100, sent * 24_000
         )
 
-    def disk(self, account: str) -> tuple[int, int]:
-        """An address's disk use and quota in bytes (0: unlimited); one address of the second
-        user is at 95% of its quota."""
-        used = sum(f.vsize for f in self.mailbox(account))
+    def disk(self, account: str, uptime: float = 0.0) -> tuple[int, int]:
+        """An address's disk use (its folders' sizes) and quota in bytes (0: unlimited); one
+        address of the second user is at 95% of its quota, the filling address fills its own."""
+        used = sum(f.vsize for f in self.mailbox(account, uptime))
+        if account == self.filling_address:
+            return used, self._filling_quota(account)[1]
         if len(self.user_names) > 1 and account == next(iter(self.pops[self.user_names[1]]), None):
             return used, used * 100 // 95
         rng = _rng(self.seed, "quota", account)
         quota = rng.choice((0, 0, 1 << 30, 5 << 30, 10 << 30))
         return used, max(quota, used * 2) if quota else 0
 
-    def user_total(self, user: str, window_seconds: float) -> int:
+    def user_total(self, user: str, window_seconds: float, uptime: float = 0.0) -> int:
         """The per-user figure; the simulator takes the sum of its senders' counts."""
-        return sum(self.senders(user, window_seconds).values())
+        return sum(self.senders(user, window_seconds, uptime).values())
