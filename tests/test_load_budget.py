@@ -1,0 +1,125 @@
+"""The load budget end to end, against the simulator on loopback: refreshes wait for it and resume
+when it allows, the spam signal and a first pass never wait, one budget per server, and the
+budget on /metrics. (The accounting and the back-off themselves: tests/test_budget.py, with a
+fake clock; the load they keep: benchmarks/freshness.py.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conftest import WHM, module, samples, series, value, wait_until
+
+from whm_exporter.config import build_config
+from whm_exporter.simulator import Dataset
+from whm_exporter.yamlconf import ConfigError
+
+DATASET = Dataset(accounts=40, users=8, folders=3)
+MAILBOX = "get_mailbox_status_list"
+SENDERS = "get_unique_recipient_count_per_sender_for_user"
+TOTALS = "get_unique_sender_recipient_count_per_user"
+ACCOUNTS = sum(len(DATASET.pops[u]) + 1 for u in DATASET.user_names if not DATASET.suspended(u))
+
+
+def budget_module(url: str, budget: float, **overrides: Any) -> dict[str, Any]:
+    # Every mailbox may be asked again at once: only the budget holds the refreshes back.
+    return module(url, load_budget=budget, mailboxes={"refresh": "0s"}, **overrides)
+
+
+async def test_after_a_first_pass_refreshes_wait_for_the_budget(start_whm, start_exporter) -> None:
+    whm: WHM = await start_whm(DATASET, latency=0.01)
+    # 0.001 s of WHM time a second: the first pass (about 0.5 s of it) leaves a debt of a
+    # minute's worth, so no refresh may go for a minute.
+    running = await start_exporter(budget_module(whm.url, 0.001))
+    first = await running.probe()
+    assert value(first, "whm_data_items", function=MAILBOX, state="fresh") == ACCOUNTS
+    mailboxes = whm.sim.stats.calls[MAILBOX]
+    totals = whm.sim.stats.calls[TOTALS]
+    second = await running.probe()
+    # The spam signal again, no mailbox: all kept, all served, the work still pending.
+    assert whm.sim.stats.calls[TOTALS] == totals + 1
+    assert whm.sim.stats.calls[MAILBOX] == mailboxes
+    assert value(second, "whm_data_items", function=MAILBOX, state="kept") == ACCOUNTS
+    assert value(second, "whm_probe_deadline_exceeded") == 1
+
+
+async def test_without_a_budget_every_refresh_goes_at_once(start_whm, start_exporter) -> None:
+    whm: WHM = await start_whm(DATASET, latency=0.01)
+    running = await start_exporter(budget_module(whm.url, 0))
+    await running.probe()
+    mailboxes = whm.sim.stats.calls[MAILBOX]
+    second = await running.probe()
+    assert whm.sim.stats.calls[MAILBOX] == 2 * mailboxes
+    assert value(second, "whm_data_items", function=MAILBOX, state="fresh") == ACCOUNTS
+    assert value(second, "whm_probe_deadline_exceeded") == 0
+
+
+async def test_refreshes_resume_when_the_budget_allows(start_whm, start_exporter) -> None:
+    whm: WHM = await start_whm(DATASET, latency=0.02)
+    # About a second of WHM time for the first pass against 1 s of savings: a short debt, then
+    # refreshing at a fifth of a call in flight.
+    running = await start_exporter(budget_module(whm.url, 0.2, max_concurrency=4))
+    await running.probe()
+    mailboxes = whm.sim.stats.calls[MAILBOX]
+    await running.probe()
+    # Nobody probes now; the collection goes on (within twice the scrape interval) as the budget
+    # fills, one refresh after another.
+    await wait_until(
+        lambda: whm.sim.stats.calls[MAILBOX] >= mailboxes + 5, "refreshes within the budget"
+    )
+    # Refreshing runs one call at a time at this budget, never at the bound's size.
+    assert whm.sim.stats.in_flight <= 1
+
+
+async def test_the_spam_signal_never_waits_for_the_budget(start_whm, start_exporter) -> None:
+    whm: WHM = await start_whm(DATASET, latency=0.01)
+    running = await start_exporter(budget_module(whm.url, 0.001))
+    await running.probe()
+    spammer = whm.sim.quiet_address()
+    whm.sim.start_spammer(spammer, 5000)
+    found = await running.probe()
+    # In debt for a minute, yet the totals showed a hot user and its senders were asked.
+    senders = {
+        dict(k)["sender"]: v for k, v in series(found, "whm_sender_unique_recipients").items()
+    }
+    assert senders[spammer] == 5000
+
+
+async def test_one_budget_per_server_the_smallest_that_is_set(start_whm, start_exporter) -> None:
+    whm: WHM = await start_whm(DATASET)
+    document = {
+        "modules": {
+            "a": {"token": "x", "load_budget": 2.0},
+            "b": {"token": "x", "load_budget": 0.5},
+            "none": {"token": "x", "load_budget": 0},
+        },
+        "targets": {
+            "one": {"url": whm.url, "module": "a"},
+            "two": {"url": whm.url + "/", "module": "b"},
+            "three": {"url": whm.url, "module": "none"},
+            "other": {"url": "http://127.0.0.2:2086", "module": "none"},
+        },
+    }
+    running = await start_exporter(document)
+    targets = running.exporter.targets
+    assert targets["one"].bound is targets["two"].bound is targets["three"].bound
+    assert targets["one"].bound.pace.budget.rate == 0.5
+    status, text = await running.get("/metrics")
+    assert status == 200
+    budgets = {
+        dict(k)["target"]: v for k, v in series(samples(text), "whm_exporter_load_budget").items()
+    }
+    assert budgets == {"one": 0.5, "two": 0.5, "three": 0.5, "other": 0.0}
+
+
+def test_a_negative_or_endless_budget_is_refused_with_what_it_means() -> None:
+    for bad in (-1, "inf", "nan", "lots"):
+        try:
+            build_config({"modules": {"m": {"token": "x", "load_budget": bad}}}, {})
+        except ConfigError as err:
+            [problem] = err.problems
+            assert problem.startswith("modules.m.load_budget: ")
+            if bad != "lots":
+                assert "seconds of WHM time per second" in problem
+                assert "0 = no budget" in problem
+        else:
+            raise AssertionError(f"load_budget {bad!r} was accepted")
