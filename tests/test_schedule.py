@@ -766,22 +766,29 @@ def test_cpanel_limit_flags_come_from_the_shortest_window_alone() -> None:
     }
 
 
-def test_users_the_totals_showed_before_listaccts_are_hot_once_listed() -> None:
+def test_users_the_totals_show_hot_before_listaccts_are_hot_at_once() -> None:
     # The per-user totals go first, so on a cold start they answer before any user is known.
     state = state_for()
     state.new_epoch(0.0)
     answer(state, state.totals["1h"], {"carol": 400, "alice": 3, "dave": 500}, 1.0)
-    assert not state.hot
+    assert [(i.user, i.outside) for i in state.hot] == [("dave", True), ("carol", True)]
     discovered(state, 2.0)
-    assert [(i.kind, i.user) for i in state.hot] == [(Kind.SENDERS, "carol")]
-    # A later listing heats the users it adds, not again those already handled.
-    fail(state, state.senders[("carol", "1h")], 3.0)
+    # carol is listed: her item is the inventory's now, still hot; dave is not listed.
+    carol, dave = state.senders[("carol", "1h")], state.senders[("dave", "1h")]
+    assert [i.user for i in state.hot] == ["dave", "carol"]
+    assert (carol.outside, dave.outside) == (False, True)
+    assert carol not in state.outside
+    assert dave in state.outside
+    # A later listing that adds dave makes him one of the inventory's too.
+    fail(state, carol, 3.0)
     assert state.listaccts is not None
     answer(state, state.listaccts, {**USERS, "dave": Account("dave", suspended=False)}, 4.0)
-    assert [(i.kind, i.user) for i in state.hot] == [(Kind.SENDERS, "dave")]
+    assert not dave.outside
+    assert not state.outside
+    assert [i.user for i in state.hot] == ["dave"]
 
 
-def test_users_the_mail_flow_showed_before_listaccts_are_hot_once_listed() -> None:
+def test_users_the_mail_flow_shows_hot_before_listaccts_are_hot_at_once() -> None:
     state = state_for(mail_flow={"defer_fail_threshold": 10})
     state.new_epoch(0.0)
     flows = {
@@ -789,12 +796,85 @@ def test_users_the_mail_flow_showed_before_listaccts_are_hot_once_listed() -> No
         for u, n in (("bob", 40), ("alice", 1), ("dave", 12))
     }
     answer(state, state.mail_flow["1h"], flows, 1.0)
+    assert [(i.user, i.outside) for i in state.hot] == [("bob", True), ("dave", True)]
     discovered(state, 2.0)
-    assert [(i.kind, i.user) for i in state.hot] == [(Kind.SENDERS, "bob")]
-    fail(state, state.senders[("bob", "1h")], 3.0)
+    assert [(i.user, i.outside) for i in state.hot] == [("bob", False), ("dave", True)]
+
+
+def test_an_outsider_loses_its_senders_when_whm_no_longer_names_it() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    totals = state.totals["1h"]
+    answer(state, totals, {**SENDING, "nobody": 800}, 2.0)
+    nobody = state.senders[("nobody", "1h")]
+    assert nobody.outside
+    # Quiet now but still named: kept (its last answer is still served).
+    answer(state, totals, {**SENDING, "nobody": 5}, 3.0)
+    assert state.senders.get(("nobody", "1h")) is nobody
+    answer(state, totals, SENDING, 4.0)
+    assert ("nobody", "1h") not in state.senders
+    assert nobody.gone
+    assert not state.outside
+
+
+def test_a_failed_outsider_is_asked_again_only_while_hot() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    refresh = schedule.refresh_of(state.module)
+    totals = state.totals["1h"]
+    answer(state, totals, {**SENDING, "nobody": 800}, 2.0)
+    nobody = state.senders[("nobody", "1h")]
+    fail(state, nobody, 2.5)
+    # In no lane: not "never answered" work that every round would retry.
+    assert nobody.lane is None
+    state.new_epoch(10.0)
+    answer(state, totals, {**SENDING, "nobody": 50}, 10.5)
+    picked = order(state, 11.0, refresh)
+    assert ("SENDERS", "nobody", "1h") not in picked
+    state.new_epoch(20.0)
+    answer(state, totals, {**SENDING, "nobody": 900}, 20.5)
+    assert schedule.next_item(state, 21.0, refresh) == (nobody, True)
+
+
+def test_a_user_outside_the_user_filters_gets_nothing() -> None:
+    state = state_for(discovery={"exclude_users": ["nobody"]})
+    discovered(state, 1.0)
+    answer(state, state.totals["1h"], {**SENDING, "nobody": 800}, 2.0)
+    assert ("nobody", "1h") not in state.senders
     assert state.listaccts is not None
-    answer(state, state.listaccts, {**USERS, "dave": Account("dave", suspended=False)}, 4.0)
-    assert [(i.kind, i.user) for i in state.hot] == [(Kind.SENDERS, "dave")]
+    assert not state.listaccts.early
+
+
+def test_an_unlisted_user_asks_for_an_early_relist_at_most_every_tenth_of_refresh() -> None:
+    state = state_for(discovery={"refresh": "10m"})
+    discovered(state, 1.0)
+    listing = state.listaccts
+    assert listing is not None
+    refresh = schedule.refresh_of(state.module)
+    totals = state.totals["1h"]
+    # Too soon after the listing (1 min of 10): no re-list.
+    answer(state, totals, {**SENDING, "newbie": 3}, 59.0)
+    assert not listing.early
+    # A suspended user was listed (and skipped): no re-list for it.
+    state.listed.add("frozen")
+    answer(state, totals, {**SENDING, "frozen": 3}, 100.0)
+    assert not listing.early
+    answer(state, totals, {**SENDING, "newbie": 3}, 61.0)
+    assert listing.early
+    # Asked as a first answer would be (not a refresh the budget holds back), at once.
+    state.new_epoch(62.0)
+    state.start(totals, 62.0, urgent=True)  # the totals, as ever, first
+    found, urgent = schedule.next_item(state, 62.0, refresh, refreshing=False) or (None, True)
+    assert (found, urgent) == (listing, False)
+    assert not schedule.is_refresh(listing, urgent)
+    state.start(listing, 62.0, urgent=False)
+    assert not listing.early
+    state.answered(listing, {**USERS, "newbie": Account("newbie", suspended=False)}, 62.5)
+    state.finish(listing, True)
+    assert "newbie" in state.pops
+    # Listed now: it asks for nothing more.
+    answer(state, totals, {**SENDING, "newbie": 3}, 200.0)
+    assert not listing.early
 
 
 # --- what the per-user totals vouch for (TargetState._confirm) -------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 from whm_exporter.collect.calls import MAILBOX_LIST
 from whm_exporter.collect.state import Item, Kept, Kind, TargetState
 from whm_exporter.config import ModuleConfig
+from whm_exporter.limits import selected
 from whm_exporter.snapshot import (
     DiskSample,
     LimitSample,
@@ -95,9 +96,12 @@ def snapshot(
     served = _Served(now, state.last_served)
     if not look:
         state.last_served = now
-    # WHM's server-wide answers count every user of the server; serve those this target
-    # scrapes (filters and skip_suspended apply to them too).
     users = state.accounts
+    # WHM's server-wide answers count every user of the server, listed or not (a new account,
+    # a system user such as nobody, a suspended one): all are served but those the target's
+    # user filters leave out.
+    cfg = module.discovery
+    named = {u for u in state.named() if selected(u, cfg.include_users, cfg.exclude_users)}
     listed: dict[str, Account] = {}
     disk: list[DiskSample] = []
     discovery_done = True
@@ -126,12 +130,14 @@ def snapshot(
     senders: list[Kept[SenderSample]] = []
     totals: list[UserSample] = []
     if recipients.enabled:
-        senders = served.take(state.senders.values(), Kind.SENDERS.value, recipients.max_age)
+        # An outsider's breakdown counts only once answered: WHM may well refuse it (nobody).
+        items = (i for i in state.senders.values() if not i.outside or i.answer is not None)
+        senders = served.take(items, Kind.SENDERS.value, recipients.max_age)
         if senders_dropped := sum(k.dropped for k in senders):
             dropped["whm_sender_unique_recipients"] = senders_dropped
         for item in state.totals.values():
             for counts in served.take([item], Kind.TOTALS.value, recipients.max_age):
-                totals += [UserSample(u, item.subject, n) for u, n in counts.items() if u in users]
+                totals += [UserSample(u, item.subject, n) for u, n in counts.items() if u in named]
     flows: list[MailFlowSample] = []
     limits: dict[str, tuple[LimitSample, LimitSample]] = {}
     # cPanel's limits are per hour: the flags come from the shortest window alone (a longer
@@ -144,7 +150,7 @@ def snapshot(
             shortest = flow is windows[0]
             flags_served = flags_served or shortest
             for r in records.values():
-                if r.user not in users:
+                if r.user not in named:
                     continue
                 flows.append(
                     MailFlowSample(

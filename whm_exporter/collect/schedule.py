@@ -6,7 +6,8 @@ Priority, highest first:
 a. the server-wide answers: per-user totals (and mail flow), one call each;
 b. the senders of hot users, when older than the answer that made them hot (exact: a user's
    total is never below any one of its senders' counts, so no spammer hides below it);
-c. items never answered: discovery, then mailboxes, then the senders of quiet users;
+c. an early re-list (a server-wide answer named a user listaccts did not), then items never
+   answered: discovery, then mailboxes, then the senders of quiet users;
 d. everything else, oldest first.
 
 (a) and (b) are the spam signal and (c) makes a new server whole: neither waits for the load
@@ -87,7 +88,7 @@ def budgeted(state: TargetState) -> bool:
 def is_refresh(item: Item[Any], urgent: bool) -> bool:
     """Whether a call the schedule handed out waits for the load budget: it renews an answer
     and is not the spam signal."""
-    return not urgent and item.answer is not None
+    return not urgent and item.answer is not None and not item.early
 
 
 def next_item(
@@ -103,6 +104,10 @@ def next_item(
     for item in state.hot:
         if eligible(item, now, epoch, refresh):
             return item, True
+    listing = state.listaccts
+    if listing is not None and listing.early and not listing.in_flight:
+        # WHM named a user it did not list: a new account's addresses, as a first answer.
+        return listing, False
     lanes = state.lanes
     # `function: auto` asks one account first: a server without the list form then costs one
     # failed call, not one per account.

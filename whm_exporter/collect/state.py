@@ -73,6 +73,10 @@ class Item(Generic[A]):
     lane: Lane | None = None
     # Senders: the user's per-user total when this breakdown was answered (None: unknown).
     basis: int | None = None
+    # Senders of a user outside the inventory, asked only while hot (never in a lane).
+    outside: bool = False
+    # listaccts: a server-wide answer named a user it did not list; ask again soon.
+    early: bool = False
 
 
 class Lane:
@@ -159,6 +163,10 @@ class TargetState:
         }
         self.server_wide: list[Item[Any]] = [*self.totals.values(), *self.mail_flow.values()]
         self.listaccts: Item[dict[str, Account]] | None = None
+        # Every user the last good listaccts named, before filters and skip_suspended.
+        self.listed: set[str] = set()
+        # Senders of users outside the inventory that the server-wide answers showed hot.
+        self.outside: set[Item[Any]] = set()
         self.pops: dict[str, Item[Addresses]] = {}
         self.senders: dict[tuple[str, str], Item[Any]] = {}
         self.mailboxes: dict[tuple[str, str], Item[Any]] = {}
@@ -215,6 +223,7 @@ class TargetState:
         }
         before = item.answer or {}
         item.answer = kept
+        self.listed = set(users)
         new = sorted(kept.keys() - before.keys())
         for user in new:
             self.pops[user] = self._new(Kind.POPS, user)
@@ -256,8 +265,15 @@ class TargetState:
         recipients = self.module.unique_recipients
         if recipients.enabled:
             for window in recipients.windows:
-                if (user, window.label) not in self.senders:
+                found = self.senders.get((user, window.label))
+                if found is None:
                     self.senders[(user, window.label)] = self._new(Kind.SENDERS, user, window.label)
+                elif found.outside:
+                    # Hot before it was listed: one of the inventory's now.
+                    found.outside = False
+                    self.outside.discard(found)
+                    if not found.in_flight:
+                        self._lane_of(found).append(found)
 
     def _drop_user(self, user: str) -> None:
         for account in self.accounts.pop(user):
@@ -271,7 +287,16 @@ class TargetState:
         if item.lane is not None:
             item.lane.remove(item)
         self.hot.pop(item, None)
+        self.outside.discard(item)
         item.gone = True
+
+    def _lane_of(self, item: Item[Any]) -> Lane:
+        """The lane an item waits in, by what it holds."""
+        if item.answer is not None:
+            stage = Stage.KEPT
+        else:
+            stage = Stage.NEW if item.attempted_at == -math.inf else Stage.FAILED
+        return self.lanes[(item.kind, stage)]
 
     # --- calls -----------------------------------------------------------------------------
 
@@ -282,6 +307,7 @@ class TargetState:
         self.hot.pop(item, None)
         item.in_flight = True
         item.urgent = urgent
+        item.early = False
         item.asked_before = item.attempted_at
         item.attempted_at = now
         self.in_flight[item.kind] += 1
@@ -303,8 +329,9 @@ class TargetState:
             totals = self.totals.get(item.subject)
             counts = None if totals is None else totals.answer
             item.basis = None if counts is None else counts.get(item.user, 0)
-        elif item.kind in (Kind.TOTALS, Kind.MAIL_FLOW):
+        elif item.kind in SERVER_WIDE:
             self._heat_from(item)
+            self._outsiders(now)
 
     def _heat_from(self, item: Item[Any], only: set[str] | None = None) -> None:
         """Heat the users (of ``only``, when given) a server-wide answer shows sending: the
@@ -344,7 +371,9 @@ class TargetState:
         threshold = self.module.unique_recipients.priority_threshold
         lane = self.lanes[(Kind.SENDERS, Stage.KEPT)]
         for (user, window), item in self.senders.items():
-            if window != totals.subject or item.in_flight or item.answered_at >= at:
+            if window != totals.subject or item.in_flight or item.outside:
+                continue
+            if item.answered_at >= at:
                 continue
             if only is not None and user not in only:
                 continue
@@ -373,22 +402,58 @@ class TargetState:
             item.last_ok = ok
         if item.urgent:
             self.urgent_in_flight -= 1
-        if item.gone or item.kind in SERVER_WIDE:
+        if item.gone or item.outside or item.kind in SERVER_WIDE:
             return
-        if item.answer is not None:
-            stage = Stage.KEPT
-        else:
-            stage = Stage.NEW if item.attempted_at == -math.inf else Stage.FAILED
-        self.lanes[(item.kind, stage)].append(item)
+        self._lane_of(item).append(item)
 
     def heat(self, users: list[str], windows: list[str], at: float) -> None:
         """``users`` (hottest first) showed the spam signal in a server-wide answer: their
-        senders for ``windows`` go first when older than that answer."""
+        senders for ``windows`` go first when older than that answer. A user outside the
+        inventory (not listed yet, a system user such as ``nobody``, suspended, not among
+        the target's explicit users) gets a sender item for it, kept while WHM names it."""
+        recipients = self.module.unique_recipients
+        cfg = self.module.discovery
         for user in users:
             for window in windows:
                 item = self.senders.get((user, window))
-                if item is not None and not item.in_flight and item.answered_at < at:
+                if item is None:
+                    if not recipients.enabled or not selected(
+                        user, cfg.include_users, cfg.exclude_users
+                    ):
+                        continue
+                    item = self.senders[(user, window)] = Item(
+                        Kind.SENDERS, user, window, outside=True
+                    )
+                    self.outside.add(item)
+                if not item.in_flight and item.answered_at < at:
                     self.hot[item] = None
+
+    def named(self) -> set[str]:
+        """Every user the server-wide answers held now name."""
+        users: set[str] = set()
+        for item in self.server_wide:
+            if item.answer is not None:
+                users.update(item.answer)
+        return users
+
+    def _outsiders(self, now: float) -> None:
+        """After a server-wide answer: outsiders WHM no longer names lose their senders, and a
+        user listaccts did not name asks for an early re-list (at most one per tenth of
+        ``discovery.refresh``): a new account, perhaps created to send spam."""
+        named = self.named()
+        for item in [i for i in self.outside if i.user not in named]:
+            self.senders.pop((item.user, item.subject), None)
+            self._drop(item)
+        listing = self.listaccts
+        if listing is None or listing.answer is None or listing.in_flight:
+            return
+        cfg = self.module.discovery
+        unknown = any(
+            u not in self.listed and selected(u, cfg.include_users, cfg.exclude_users)
+            for u in named
+        )
+        if unknown and now - listing.attempted_at >= cfg.refresh / 10:
+            listing.early = True
 
     def record(self, call: CallRecord, *, answered: bool, call_ended: bool = True) -> None:
         """A call that ended (or, not ``call_ended``, a problem inside a kept answer)."""
