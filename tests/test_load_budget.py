@@ -5,6 +5,7 @@ fake clock; the load they keep: benchmarks/freshness.py.)"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from conftest import WHM, module, samples, series, value, wait_until
@@ -123,3 +124,36 @@ def test_a_negative_or_endless_budget_is_refused_with_what_it_means() -> None:
                 assert "0 = no budget" in problem
         else:
             raise AssertionError(f"load_budget {bad!r} was accepted")
+
+
+async def test_the_log_says_once_when_the_budget_cannot_keep_mailboxes_within_max_age(
+    start_whm, start_exporter, caplog
+) -> None:
+    whm: WHM = await start_whm(DATASET, latency=0.01)
+    # About 0.4 s of WHM time a pass at 0.01 s of it per second: 40 s, past a max_age of 20 s.
+    document = module(whm.url, load_budget=0.01, mailboxes={"max_age": "20s"})
+    running = await start_exporter(document)
+    with caplog.at_level(logging.WARNING, logger="whm_exporter.probe"):
+        await running.probe()
+        await running.probe()
+    said = [r for r in caplog.records if "load budget" in r.getMessage()]
+    assert len(said) == 1
+    fields = said[0].__dict__
+    assert fields["target"] == "t"
+    assert fields["load_budget"] == 0.01
+    assert fields["pass_seconds"] > 20
+    # The budget that would do: the pass's WHM time over max_age, rounded up.
+    assert fields["load_budget_needed"] >= fields["pass_seconds"] * 0.01 / 20
+
+
+async def test_no_budget_warning_when_the_pass_fits_or_there_is_no_budget(
+    start_whm, start_exporter, caplog
+) -> None:
+    whm: WHM = await start_whm(DATASET, latency=0.01)
+    with caplog.at_level(logging.WARNING, logger="whm_exporter.probe"):
+        for budget in (1.0, 0):
+            running = await start_exporter(
+                module(whm.url, load_budget=budget, mailboxes={"max_age": "20s"})
+            )
+            await running.probe()
+    assert not [r for r in caplog.records if "load budget" in r.getMessage()]

@@ -412,17 +412,21 @@ def _demo_banner(sim_url: str, base: str) -> str:
 
 async def _demo() -> tuple[Loaded, web.AppRunner, str]:
     """The simulator on a free loopback port and a config pointing at it."""
-    from whm_exporter.simulator import Dataset, Knobs, Simulator, serve
+    from whm_exporter.simulator import Knobs, Simulator, serve
+    from whm_exporter.simulator.dataset import DEMO
 
     token = secrets.token_hex(16)
-    sim = Simulator(
-        Dataset(accounts=24, users=6, folders=6), token=token, knobs=Knobs(latency=0.02)
-    )
+    sim = Simulator(DEMO, token=token, knobs=Knobs(latency=0.02))
     runner, sim_url = await serve(sim)
     loaded = build_config(
         {
             "modules": {
-                "default": {"token": token, "unique_recipients": {"windows": ["1h", "24h"]}}
+                "default": {
+                    "token": token,
+                    "unique_recipients": {"windows": ["1h", "24h"]},
+                    # Disk use and quota too: the demo has a mailbox filling up.
+                    "discovery": {"function": "list_pops_with_disk"},
+                }
             },
             "targets": {"demo": {"url": sim_url}},
         }

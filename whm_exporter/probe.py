@@ -5,6 +5,7 @@ with how fresh each function's answers are."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -45,6 +46,7 @@ async def probe(target: Target, budget: float, *, look: bool = False) -> Snapsho
     pending = await target.collection.wait(started + budget)
     now = time.monotonic()
     found = snapshot(target.name, state, now, now - started, budget, pending=pending, look=look)
+    _warn_when_over_budget(target)
     if look and state.tally is tally:
         # Without scrapes the tally only grows: show this probe's calls, not every one since.
         since = max(0, len(found.log) - (tally.logged - logged))
@@ -222,9 +224,47 @@ def _warn_when_slow(name: str, state: TargetState, expired: int) -> None:
     if expired and not state.slow_warned:
         log.warning(
             "a full pass over the target takes longer than max_age: answers expire before they"
-            " are asked again; raise max_concurrency or the scrape timeout, or filter users",
+            " are asked again; raise load_budget (or max_concurrency without a budget) or"
+            " max_age, or filter users",
             extra={"target": name, "expired": expired},
         )
     elif not expired and state.slow_warned:
         log.info("every answer is within max_age again", extra={"target": name})
     state.slow_warned = bool(expired)
+
+
+def _warn_when_over_budget(target: Target) -> None:
+    """Once per target (and again after it fits): at its server's load budget, one pass over
+    the target's mailboxes and address lists (at the mean call time measured) takes longer
+    than ``mailboxes.max_age``, so mailbox answers will expire. Said as soon as discovery is
+    complete, before any answer has expired, with the budget that would do."""
+    state, pace = target.state, target.bound.pace
+    module = state.module
+    rate = pace.budget.rate
+    if not rate or not module.mailboxes.enabled or state.listaccts is None:
+        return
+    if any(item.answer is None for item in state.pops.values()):
+        return  # discovery is not complete: the counts are not known yet
+    mailbox = pace.estimate(state.mailbox_function or MAILBOX_LIST)
+    pops = pace.estimate(module.discovery.function)
+    work = len(state.mailboxes) * mailbox + len(state.pops) * pops
+    max_age = module.mailboxes.max_age
+    over = work / rate > max_age
+    if over and not state.budget_warned:
+        log.warning(
+            "at this load budget one pass over the target's mailboxes takes longer than"
+            " mailboxes.max_age: they will expire before they are asked again; raise"
+            " load_budget, raise max_age, or filter users or accounts",
+            extra={
+                "target": target.name,
+                "load_budget": rate,
+                "pass_seconds": round(work / rate),
+                "max_age_seconds": max_age,
+                "load_budget_needed": math.ceil(work / max_age * 10) / 10,
+            },
+        )
+    elif not over and state.budget_warned:
+        log.info(
+            "the load budget keeps the target within max_age again", extra={"target": target.name}
+        )
+    state.budget_warned = over

@@ -184,6 +184,8 @@ class TargetState:
         self.up = False
         # Whether the log said that answers expire before the collection comes back to them.
         self.slow_warned = False
+        # Whether the log said that the load budget cannot keep the mailboxes within max_age.
+        self.budget_warned = False
         self._build()
 
     @property

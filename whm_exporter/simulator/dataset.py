@@ -335,3 +335,16 @@ class Dataset:
     def user_total(self, user: str, window_seconds: float, uptime: float = 0.0) -> int:
         """The per-user figure; the simulator takes the sum of its senders' counts."""
         return sum(self.senders(user, window_seconds, uptime).values())
+
+
+# The --demo server: every scenario on, so each dashboard panel and alert has something to show
+# (the jump a few minutes in, once Prometheus has some history of the sender's usual level).
+DEMO = Dataset(
+    accounts=24,
+    users=6,
+    folders=6,
+    nobody_sends=True,
+    suspended_sends=True,
+    jump_after=300.0,
+    filling_mailbox=True,
+)
