@@ -371,12 +371,31 @@ def mail_overview() -> dict[str, Any]:
                 sort_by="Share of quota",
                 links=[account_link(table=True)],
             ),
+            _panel(
+                "timeseries",
+                "Days until full",
+                "Days until each mailbox reaches its quota at its growth over the last day "
+                "(whm:account_quota:seconds_to_full: mailboxes with a quota, growing, with a day "
+                "of history), the ten soonest, and the time left at which WhmMailboxFullSoon "
+                "fires (whm:threshold:quota_full_seconds). Click one for its folders and growth.",
+                [
+                    (
+                        "bottomk(10, last_over_time(whm:account_quota:seconds_to_full"
+                        f"{{{user_sel}}}[10m])) / 86400",
+                        "{{account}}",
+                    ),
+                    ("max(whm:threshold:quota_full_seconds) / 86400", "alert threshold"),
+                ],
+                (0, 31, 24, 8),
+                unit="d",
+                links=[account_link()],
+            ),
             _table(
                 "Largest folders on the server",
                 "The twenty largest folders across every account of the selected servers.",
                 "instance, user, account, mailbox",
                 [(f"topk(20, whm_mailbox_size_bytes{{{SEL}}})", "Size", "bytes")],
-                (0, 31, 24, 9),
+                (0, 39, 24, 9),
                 sort_by="Size",
                 links=[account_link(table=True)],
             ),
@@ -403,6 +422,7 @@ def outbound() -> dict[str, Any]:
     )
     picked = f'{WIN}, user=~"$user", sender=~"$sender"'
     over = f"whm:sender_unique_recipients:over_threshold{{{SEL}}}"
+    usual = f"last_over_time(whm:sender_unique_recipients:usual{{{SEL}}}[2h])"
     flow = f'{WIN}, user=~"$user"'
     share: list[dict[str, Any]] = [
         GREEN,
@@ -472,6 +492,42 @@ def outbound() -> dict[str, Any]:
             ),
             _panel(
                 "timeseries",
+                "Senders against their usual level",
+                "Each sender's unique recipients in the last hour divided by its usual level (the "
+                "90th percentile of its hours over the past week, whm:sender_unique_recipients:"
+                "usual; a sender with less than a day of history has none), the ten highest, and "
+                "the ratio from which WhmSenderUnusualVolume fires (whm:threshold:"
+                "unusual_volume_ratio) for senders with at least whm:threshold:"
+                "unusual_volume_floor recipients, under the spam threshold. Click a sender for "
+                "its detail.",
+                [
+                    (
+                        f'topk(10, whm_sender_unique_recipients{{{SEL}, window="1h"}}'
+                        f" / on (job, instance, user, sender, window) {usual})",
+                        "{{sender}}",
+                    ),
+                    ("max(whm:threshold:unusual_volume_ratio)", "unusual threshold"),
+                ],
+                (0, 16, 16, 8),
+                links=[sender_link()],
+            ),
+            _panel(
+                "stat",
+                "Senders far above their usual level",
+                "Senders at whm:threshold:unusual_volume_ratio times their usual level or more, "
+                "with at least whm:threshold:unusual_volume_floor unique recipients in the last "
+                "hour and not over their spam threshold: what WhmSenderUnusualVolume fires on.",
+                [
+                    (
+                        f"count(whm:sender_unique_recipients:unusual{{{SEL}}}) or vector(0)",
+                        "senders",
+                    )
+                ],
+                (16, 16, 8, 8),
+                thresholds=[GREEN, {"color": "orange", "value": 1}],
+            ),
+            _panel(
+                "timeseries",
                 "Selected senders",
                 "The senders chosen above (or linked from another panel) over time, each with "
                 "the threshold that applies to it.",
@@ -483,7 +539,7 @@ def outbound() -> dict[str, Any]:
                         "{{sender}} threshold",
                     ),
                 ],
-                (0, 16, 12, 8),
+                (0, 24, 12, 8),
             ),
             _panel(
                 "timeseries",
@@ -491,7 +547,7 @@ def outbound() -> dict[str, Any]:
                 "Unique remote recipients per cPanel user, as WHM counts them (per_user_totals). "
                 "Click a user for its senders and mail flow.",
                 [(f"topk(10, whm_user_unique_recipients{{{WIN}}})", "{{user}}")],
-                (12, 16, 12, 8),
+                (12, 24, 12, 8),
                 links=[user_link()],
             ),
             _panel(
@@ -501,7 +557,7 @@ def outbound() -> dict[str, Any]:
                 "DEFERFAILCOUNT): receivers refusing mail is how spam shows when it reaches few "
                 "addresses. WhmMailDeferFailHigh fires at whm:threshold:mail_defer_failures.",
                 [(f"topk(10, whm_user_mail_defer_failures{{{WIN}}})", "{{user}}")],
-                (0, 24, 8, 9),
+                (0, 32, 8, 9),
                 instant=True,
                 options={"displayMode": "gradient", "orientation": "horizontal"},
                 links=[user_link()],
@@ -517,7 +573,7 @@ def outbound() -> dict[str, Any]:
                     (f"sum(whm_user_mail_deferrals{{{flow}}})", "deferred"),
                     (f"sum(whm_user_mail_failures{{{flow}}})", "failed"),
                 ],
-                (8, 24, 16, 9),
+                (8, 32, 16, 9),
             ),
             _table(
                 "Mail flow per user",
@@ -532,7 +588,7 @@ def outbound() -> dict[str, Any]:
                     (f"whm_user_mail_defer_failures{{{WIN}}}", "Defer-failures", "short"),
                     (f"whm_user_mail_sent_bytes{{{WIN}}}", "Bytes sent", "bytes"),
                 ],
-                (0, 33, 24, 9),
+                (0, 41, 24, 9),
                 sort_by="Defer-failures",
                 links=[user_link(table=True)],
             ),
@@ -542,7 +598,7 @@ def outbound() -> dict[str, Any]:
                 "max_defer_fail): cPanel defers or refuses their mail. Click one for its senders.",
                 "instance, user, limit",
                 [(f"whm_user_mail_limit_reached{{{SEL}}} == 1", "Reached", "short")],
-                (0, 42, 12, 7),
+                (0, 50, 12, 7),
                 hide=("Value",),
                 links=[user_link(table=True)],
             ),
@@ -560,7 +616,7 @@ def outbound() -> dict[str, Any]:
                         "short",
                     )
                 ],
-                (12, 42, 12, 7),
+                (12, 50, 12, 7),
                 hide=("Value",),
                 links=[user_link(table=True)],
             ),
@@ -744,12 +800,35 @@ def exporter_health() -> dict[str, Any]:
             ),
             _panel(
                 "timeseries",
+                "Load on WHM against its budget",
+                "Seconds of WHM time per second the exporter's calls cost each target "
+                "(whm:exporter_api_request_duration_seconds:rate5m, from "
+                "whm_exporter_api_request_duration_seconds; 1 = one call in service at all "
+                "times), summed over the exporters probing it, beside the modules' load_budget "
+                "(whm_exporter_load_budget; a target without one shows no budget line). The spam "
+                "signal is charged to the budget but never delayed by it, so a spam wave or a "
+                "new server's first pass may go above.",
+                [
+                    (
+                        "sum by (target)"
+                        f" (whm:exporter_api_request_duration_seconds:rate5m{{{EXPORTER}}})",
+                        "{{target}} load",
+                    ),
+                    (
+                        f"sum by (target) (whm_exporter_load_budget{{{EXPORTER}}} > 0)",
+                        "{{target}} budget",
+                    ),
+                ],
+                (0, 47, 12, 8),
+            ),
+            _panel(
+                "timeseries",
                 "Answered with work pending",
                 "1 when a probe answered before all its work was done: normal on a server too "
                 "big for one scrape (the collection goes on); Coverage and Data age say whether "
                 "it keeps up.",
                 [(f"whm_probe_deadline_exceeded{{{SEL}}}", "{{instance}}")],
-                (0, 47, 24, 6),
+                (12, 47, 12, 8),
             ),
         ],
     )

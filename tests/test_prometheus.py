@@ -13,25 +13,40 @@ import runpy
 import socket
 import struct
 import subprocess
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import yaml
-from conftest import TOKEN, WHM, Running, require_tool
+from conftest import TOKEN, WHM, Running, Samples, require_tool, series, wait_until
 
 from whm_exporter.simulator import Dataset
+from whm_exporter.simulator.dataset import FILL_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "prometheus" / "whm-exporter.rules.yml"
-RULE_TESTS = ROOT / "prometheus" / "tests" / "whm-exporter.rules.test.yml"
+RULE_TESTS = sorted((ROOT / "prometheus" / "tests").glob("*.test.yml"))
 DASHBOARDS = sorted((ROOT / "grafana").glob("*.json"))
-DATASET = Dataset(accounts=24, users=6, folders=5)
+# The demo's scenarios: the jumper is at 300 from the start, 20 in the history written below.
+DATASET = Dataset(
+    accounts=24,
+    users=6,
+    folders=5,
+    nobody_sends=True,
+    suspended_sends=True,
+    jump_after=0.0,
+    filling_mailbox=True,
+)
 HEAVY = DATASET.heavy_sender_address
 assert HEAVY is not None
 HEAVY_USER = DATASET.user_names[0]
+JUMPER, FILLING = DATASET.jumper_address, DATASET.filling_address
+assert JUMPER is not None
+assert FILLING is not None
+FILLING_USER = DATASET.owner(FILLING)
 
 # The metrics the dashboards and rules use, as their queries name them: the exporter serves
 # them to the test below, which requires every query on them to return data.
@@ -69,6 +84,8 @@ EXPECTED = {
     "whm_exporter_probes_total",
     "whm_exporter_api_requests_total",
     "whm_exporter_api_request_duration_seconds_bucket",
+    "whm_exporter_api_request_duration_seconds_sum",
+    "whm_exporter_load_budget",
 }
 # Alerts the simulator's heavy sender (and its cPanel user) must trigger, once their metrics
 # are served; the metrics each needs.
@@ -114,8 +131,8 @@ def test_promtool_check_rules() -> None:
 def test_promtool_rule_tests_cover_every_alert_both_ways() -> None:
     promtool = require_tool("promtool")
     result = subprocess.run(
-        [promtool, "test", "rules", RULE_TESTS.name],
-        cwd=RULE_TESTS.parent,
+        [promtool, "test", "rules", *(t.name for t in RULE_TESTS)],
+        cwd=RULE_TESTS[0].parent,
         capture_output=True,
         text=True,
     )
@@ -126,7 +143,7 @@ def test_promtool_rule_tests_cover_every_alert_both_ways() -> None:
         for r in g["rules"]
         if "alert" in r
     }
-    tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
+    tests = [t for f in RULE_TESTS for t in yaml.safe_load(f.read_text())["tests"]]
     checks = [c for t in tests for c in t.get("alert_rule_test", [])]
     fired = {c["alertname"] for c in checks if c["exp_alerts"]}
     quiet = {c["alertname"] for c in checks if not c["exp_alerts"]}
@@ -263,9 +280,11 @@ async def prometheus(start_whm, start_exporter, tmp_path: Path) -> AsyncIterator
             "targets": {"demo": {"url": whm.url}},
         }
     )
+    _backfill(tmp_path / "data", await _served(running))
     config = tmp_path / "prometheus.yml"
     # README's scrape config, made fast: grafana/preview.py draws the dashboards with the same.
     scrape = _preview()["scrape_config"](running.url.removeprefix("http://"), 1)
+    scrape["rule_files"] = [str(_every_group_at_once(tmp_path / "rules.yml"))]
     config.write_text(yaml.safe_dump(scrape))
     port = _free_port()
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, stopped by its own pid below
@@ -298,6 +317,79 @@ async def prometheus(start_whm, start_exporter, tmp_path: Path) -> AsyncIterator
             proc.wait()
 
 
+async def _served(running: Running) -> Samples:
+    """A probe of the demo once it serves the jumper and the filling mailbox."""
+    found: Samples = {}
+
+    async def ready() -> bool:
+        nonlocal found
+        found = await running.probe("demo")
+        senders = {dict(s)["sender"] for s in series(found, "whm_sender_unique_recipients")}
+        accounts = {dict(s)["account"] for s in series(found, "whm_account_quota_bytes")}
+        return {HEAVY, JUMPER} <= senders and FILLING in accounts
+
+    await wait_until(ready, "the jumper and the filling mailbox in a probe", 30)
+    return found
+
+
+def _every_group_at_once(path: Path) -> Path:
+    """The rule file with every group at the evaluation_interval (1 s here): a group of its own
+    interval (5m, 1h) first runs up to that long after Prometheus starts."""
+    rules = yaml.safe_load(RULES.read_text())
+    for group in rules["groups"]:
+        group.pop("interval", None)
+    path.write_text(yaml.safe_dump(rules))
+    return path
+
+
+HISTORY_STEP = 300  # the interval of the group whm-exporter.long-range
+
+
+def _history(served: Samples, now: float) -> Iterator[str]:
+    """The week before ``now`` as Prometheus would have stored it, in OpenMetrics: each served
+    sender's 5-minute series at its count an hour before the simulator started (the jumper's
+    usual 20; the heavy sender at a twentieth of its count, as far above its usual level but
+    over the spam threshold), and the day of disk use the rules need: flat, but for the filling
+    mailbox on the line it follows from the start."""
+
+    def line(name: str, labels: dict[str, str], value: float, at: int) -> str:
+        text = ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items()))
+        return f'{name}{{job="whm",instance="demo",{text}}} {value} {at}'
+
+    yield "# TYPE whm:sender_unique_recipients:max5m gauge"
+    for labels in series(served, "whm_sender_unique_recipients"):
+        sender = dict(labels)
+        if sender["window"] != "1h":
+            continue
+        usual = DATASET.senders(sender["user"], 3600, uptime=-3600)[sender["sender"]]
+        if sender["sender"] == HEAVY:
+            usual //= 20
+        for at in range(int(now) - 7 * 86400, int(now), HISTORY_STEP):
+            yield line("whm:sender_unique_recipients:max5m", sender, usual, at)
+    quotas = series(served, "whm_account_quota_bytes")
+    yield "# TYPE whm_account_disk_used_bytes gauge"
+    for labels, used in series(served, "whm_account_disk_used_bytes").items():
+        filling = dict(labels)["account"] == FILLING
+        growth = (quotas[labels] - used) / FILL_SECONDS if filling else 0.0
+        for at in range(int(now) - 86400 - 3600, int(now), HISTORY_STEP):
+            yield line("whm_account_disk_used_bytes", dict(labels), used - growth * (now - at), at)
+    yield "# EOF"
+
+
+def _backfill(data: Path, served: Samples) -> None:
+    """A week of history in Prometheus' storage before it starts (promtool's backfill): the
+    rules' week-long baseline and day-long growth need one, a test cannot wait for it."""
+    promtool = require_tool("promtool")
+    source = data.parent / "history.om"
+    source.write_text("\n".join(_history(served, time.time())) + "\n")
+    result = subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", "--quiet", str(source), str(data)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def _fill(expr: str) -> str:
     """A dashboard query with its variables filled as a user would pick them."""
     values = {
@@ -305,7 +397,8 @@ def _fill(expr: str) -> str:
         "$exporter_job": "whm-exporter",
         "$job": "whm",
         "$instance": "demo",
-        "$user": HEAVY_USER,
+        # Two users picked: the heavy sender's and the filling mailbox's.
+        "$user": f"({HEAVY_USER}|{FILLING_USER})",
         "$account": HEAVY or "",
         "$sender": HEAVY or "",
         "$window": "1h",
@@ -336,6 +429,21 @@ async def test_real_prometheus_scrapes_evaluates_and_answers_every_dashboard_que
             assert {a["metric"]["user"] for a in found} == {HEAVY_USER}, alert
     spam = await prometheus.query('ALERTS{alertname="WhmOutboundSpamSuspected"}')
     assert {(a["metric"]["user"], a["metric"]["sender"]) for a in spam} == {(HEAVY_USER, HEAVY)}
+    # The alerts over the backfilled week, pending (their for: is 15m and 1h): the jumper alone
+    # (the heavy sender jumped as far, but pages as spam; the suspended user's and nobody's
+    # senders are at their usual level, or under the floor), the filling mailbox alone (the
+    # others are flat, the one near its quota too).
+    unusual = await prometheus.wait_for('ALERTS{alertname="WhmSenderUnusualVolume"}')
+    assert {(a["metric"]["sender"], a["metric"]["alertstate"]) for a in unusual} == {
+        (JUMPER, "pending")
+    }
+    full = await prometheus.wait_for('ALERTS{alertname="WhmMailboxFullSoon"}')
+    assert {(a["metric"]["account"], a["metric"]["alertstate"]) for a in full} == {
+        (FILLING, "pending")
+    }
+    # Two days from full at the start, as the simulator fills it.
+    left = await prometheus.query(f'whm:account_quota:seconds_to_full{{account="{FILLING}"}}')
+    assert abs(float(left[0]["value"][1]) - FILL_SECONDS) < 3600, left
 
     for where, expr in _dashboard_queries():
         result = await _answer(prometheus, expr)
