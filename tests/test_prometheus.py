@@ -15,6 +15,7 @@ import struct
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +24,14 @@ import pytest
 import yaml
 from conftest import TOKEN, WHM, Running, Samples, require_tool, series, wait_until
 
-from whm_exporter.simulator import Dataset
-from whm_exporter.simulator.dataset import FILL_SECONDS
+from whm_exporter.simulator.dataset import DEMO, FILL_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "prometheus" / "whm-exporter.rules.yml"
 RULE_TESTS = sorted((ROOT / "prometheus" / "tests").glob("*.test.yml"))
 DASHBOARDS = sorted((ROOT / "grafana").glob("*.json"))
 # The demo's scenarios: the jumper is at 300 from the start, 20 in the history written below.
-DATASET = Dataset(
-    accounts=24,
-    users=6,
-    folders=5,
-    nobody_sends=True,
-    suspended_sends=True,
-    jump_after=0.0,
-    filling_mailbox=True,
-)
+DATASET = replace(DEMO, folders=5, jump_after=0.0)
 HEAVY = DATASET.heavy_sender_address
 assert HEAVY is not None
 HEAVY_USER = DATASET.user_names[0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -14,7 +15,7 @@ from conftest import TOKEN, WHM
 
 from whm_exporter.simulator import Dataset, Knobs
 from whm_exporter.simulator.__main__ import build, parse_args
-from whm_exporter.simulator.dataset import FILL_SECONDS, JUMPER_RATES
+from whm_exporter.simulator.dataset import DEMO, FILL_SECONDS, JUMPER_RATES
 from whm_exporter.simulator.load import Job, Server, Sharing
 
 NORMAL = (0.0, 1.0)
@@ -22,15 +23,7 @@ HOUR = 3600
 SENDERS = "get_unique_recipient_count_per_sender_for_user"
 TOTALS = "get_unique_sender_recipient_count_per_user"
 # The demo's size with every scenario on.
-SCENARIOS = Dataset(
-    accounts=24,
-    users=6,
-    folders=4,
-    nobody_sends=True,
-    suspended_sends=True,
-    jump_after=HOUR,
-    filling_mailbox=True,
-)
+SCENARIOS = replace(DEMO, folders=4, jump_after=HOUR)
 
 
 async def call(whm: WHM, function: str, **params: str | int) -> Any:
