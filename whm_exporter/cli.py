@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, MutableMapping, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -27,6 +28,7 @@ from whm_exporter.config import Loaded, build_config, load_config
 from whm_exporter.exporter import HISTORY_LIMIT, Exporter
 from whm_exporter.metrics import ExporterMetrics
 from whm_exporter.server import ROUTES, WebOptions, make_app
+from whm_exporter.storage import Keeper
 from whm_exporter.webconfig import load_web_config
 from whm_exporter.yamlconf import ConfigError
 
@@ -196,6 +198,13 @@ def parse_args(argv: Sequence[str] | None, env: dict[str, str] | None = None) ->
         "recent probes listed on the landing page",
         type=_count,
         metavar="N",
+    )
+    flag(
+        "storage.path",
+        None,
+        "directory where each target's collected state is kept across restarts (default: none,"
+        " nothing is written)",
+        metavar="DIR",
     )
     flag(
         "log.level",
@@ -439,11 +448,18 @@ async def _run(args: argparse.Namespace, loaded: Loaded | None) -> None:
     sim_runner = sim_url = None
     if loaded is None:
         loaded, sim_runner, sim_url = await _demo()
+    metrics = ExporterMetrics()
+    keeper = None
+    if args.storage_path and sim_runner:
+        log.warning("--storage.path is ignored with --demo: the demo writes nothing")
+    elif args.storage_path:
+        keeper = Keeper.open(Path(args.storage_path), metrics.state_writes)
     exporter = Exporter(
         loaded,
-        ExporterMetrics(),
+        metrics,
         None if sim_runner else args.config_file,
         history_limit=args.history_limit,
+        keeper=keeper,
     )
     try:
         await _serve(exporter, args, sim_url)

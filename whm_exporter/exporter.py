@@ -10,14 +10,18 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from whm_exporter.collect import persist
 from whm_exporter.collect.run import Bound
+from whm_exporter.collect.state import TargetState
 from whm_exporter.config import Loaded, ModuleConfig, load_config
 from whm_exporter.metrics import ExporterMetrics
 from whm_exporter.probe import probe
 from whm_exporter.snapshot import Snapshot
+from whm_exporter.storage import Keeper
 from whm_exporter.target import Target
 from whm_exporter.yamlconf import ConfigError
 
@@ -105,6 +109,7 @@ class Exporter:
         metrics: ExporterMetrics,
         config_file: str | None,
         history_limit: int = HISTORY_LIMIT,
+        keeper: Keeper | None = None,
     ) -> None:
         self.metrics = metrics
         self.config_file = config_file
@@ -119,7 +124,12 @@ class Exporter:
         # reached only through allowed_targets have theirs in an LRU as large as their targets'.
         self._bounds: dict[Server, Bound] = {}
         self._unlisted_bounds: OrderedDict[Server, Bound] = OrderedDict()
+        # --storage.path: states are read for the first config only (a target a reload adds
+        # is new), written while the exporter runs.
+        self._keeper = keeper
+        self._restoring = keeper is not None
         self._apply(loaded)
+        self._restoring = False
 
     def _apply(self, loaded: Loaded) -> None:
         """Switch to a new config. Targets it describes unchanged stay as they are; a target
@@ -153,7 +163,10 @@ class Exporter:
             if current is not None and current.same_as(tc.url, module, tc.users, bound):
                 new[name] = current
             else:
-                state = current.state_for(tc.url, module, tc.users) if current else None
+                if current is not None:
+                    state = current.state_for(tc.url, module, tc.users)
+                else:
+                    state = self._restored(name, tc.url, module, tc.users)
                 new[name] = Target(
                     name,
                     tc.url,
@@ -173,8 +186,32 @@ class Exporter:
         self.targets = new
         for target in retired:
             self._retire(target)
+        if self._keeper is not None:
+            self._keeper.configured(new)
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(time.time())
+
+    def _restored(
+        self, name: str, url: str, module: ModuleConfig, users: Mapping[str, tuple[str, ...]]
+    ) -> TargetState | None:
+        if not self._restoring:
+            return None
+        assert self._keeper is not None
+        digest = persist.identity(server_of(url), module, users)
+        return self._keeper.load(name, digest, module, users)
+
+    def kept(self) -> list[tuple[str, str, TargetState]]:
+        """Name, identity and state of each configured target, as --storage.path keeps them
+        (unlisted targets are not kept: they come and go with the requests)."""
+        return [
+            (name, persist.identity(server_of(t.url), t.module, t.users), t.state)
+            for name, t in self.targets.items()
+        ]
+
+    def start(self) -> None:
+        """The event loop runs: kept states are written from now on."""
+        if self._keeper is not None:
+            self._keeper.start(self.kept)
 
     def _retire(self, target: Target) -> None:
         """Close a target once probes that started on it had their time (its timeout)."""
@@ -295,3 +332,6 @@ class Exporter:
             task.cancel()
         targets = {*self.targets.values(), *self._unlisted.values(), *self._retired}
         await asyncio.gather(*(t.close() for t in targets))
+        if self._keeper is not None:
+            # The calls were cancelled: each state is as its last answers left it.
+            await self._keeper.close(self.kept)

@@ -259,6 +259,12 @@ class ExporterMetrics:
             ["target"],
             registry=self.registry,
         )
+        self.state_writes = Counter(
+            "whm_exporter_state_writes_total",
+            "Writes of a target's kept state to --storage.path, by result (success or error).",
+            ["result"],
+            registry=self.registry,
+        )
         self.reload_ok = Gauge(
             "whm_exporter_config_last_reload_successful",
             "1 if the last configuration load succeeded.",

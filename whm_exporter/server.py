@@ -219,8 +219,12 @@ def make_app(
         app.router.add_get("/", to_prefix)
         app.router.add_get(prefix.rstrip("/"), to_prefix)
 
+    async def start(app: web.Application) -> None:
+        exporter.start()
+
     async def close(app: web.Application) -> None:
         await exporter.close()
 
+    app.on_startup.append(start)
     app.on_cleanup.append(close)
     return app
