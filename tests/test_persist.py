@@ -91,13 +91,20 @@ async def test_a_collected_state_comes_back_as_it_was(start_whm, start_exporter)
     state.start(totals, at, urgent=True)
     state.answered(totals, {**(totals.answer or {}), heavy: 10_000}, at + 0.5)
     state.finish(totals, True)
-    assert [i.user for i in state.hot] == [heavy]
+    assert heavy in {i.user for i in state.hot}
     module_config = state.module
     # Written and read at once (wall = monotonic: times come back to the bit; the downtime
     # has its own test).
     now = running_clock(state)
     back = round_trip(state, module_config, now, now)
-    assert describe(back) == describe(state)
+    expected = describe(state)
+    # Only the last totals are kept: a breakdown read before them comes back without the
+    # total it was read with, and is asked again rather than vouched for.
+    for (user, window), item in state.senders.items():
+        if item.answered_at < state.totals[window].answered_at:
+            key = (Kind.SENDERS.value, user, window)
+            expected["items"][key] = (*expected["items"][key][:4], None)
+    assert describe(back) == expected
     # The scheduler asks the same items in the same order of both, refreshing included.
     refresh = schedule.refresh_of(module_config)
     later = running_clock(state) + 3600

@@ -131,8 +131,9 @@ class Keeper:
         self._interval = interval
         # The fingerprint of the capture last written, per target.
         self._written: dict[str, int] = {}
-        # Problems logged since the last good write: each is logged once.
-        self._problems: set[str] = set()
+        # The problem of each target whose last write failed: each problem is logged once
+        # while some target has it.
+        self._failing: dict[str, str] = {}
         # Writes and removals never overlap (they share temporary and final file names).
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -266,6 +267,8 @@ class Keeper:
         wanted = frozenset(names)
         for gone in self._written.keys() - wanted:
             del self._written[gone]
+        for gone in self._failing.keys() - wanted:
+            del self._failing[gone]
         if self._task is None:
             self._prune(wanted)
             return
@@ -329,8 +332,10 @@ class Keeper:
             for name, identity, state in targets:
                 taken = persist.capture(state, identity, time.time() - time.monotonic())
                 fingerprint = taken.fingerprint()
-                if self._written.get(name) == fingerprint:
-                    # Unchanged: let the loop run before the next target's capture.
+                unknown = not taken.rows and name not in self._written
+                if unknown or self._written.get(name) == fingerprint:
+                    # Unchanged (or nothing learned yet): let the loop run before the next
+                    # target's capture.
                     await asyncio.sleep(0)
                     continue
                 try:
@@ -340,8 +345,7 @@ class Keeper:
                     continue
                 self._writes.labels("success").inc()
                 self._written[name] = fingerprint
-                if self._problems:
-                    self._problems.clear()
+                if self._failing.pop(name, None) is not None and not self._failing:
                     log.info("kept state written again", extra={"path": str(self.directory)})
 
     def _write(self, name: str, taken: persist.Capture) -> None:
@@ -351,9 +355,10 @@ class Keeper:
     def _failed(self, name: str, err: Exception) -> None:
         self._writes.labels("error").inc()
         problem = err.strerror if isinstance(err, OSError) and err.strerror else repr(err)
-        if problem in self._problems:
+        known = problem in self._failing.values()
+        self._failing[name] = problem
+        if known:
             return
-        self._problems.add(problem)
         log.warning(
             "cannot write the kept state; collection goes on, and a restart would start from"
             " the last state written",

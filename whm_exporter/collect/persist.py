@@ -11,7 +11,9 @@ Three steps, each where it costs least:
   through TargetState's own ``start`` / ``answered`` / ``finish`` into a new state, so lanes,
   hot users, the breakdowns the totals vouch for and the inventory come out as the live answers
   built them. A document that does not fit raises :class:`Unusable`, and the new state is
-  thrown away whole: nothing is ever half loaded.
+  thrown away whole: nothing is ever half loaded. One thing is not exact: only the last
+  per-user totals are kept, so a breakdown read before them comes back without the total it
+  was read with, and the next totals have it asked again rather than vouch for it.
 
 Times: the state counts in the monotonic clock, which restarts with the machine. The document
 holds wall-clock times (``wall = mono + time.time() - time.monotonic()`` at the capture, the
