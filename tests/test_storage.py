@@ -278,7 +278,7 @@ async def test_an_unreadable_file_is_set_aside_and_the_target_starts_cold(
         again = await kept(document)
     [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert warning.getMessage() == "kept state unreadable; the target starts cold"
-    assert warning.target == "t"
+    assert warning.__dict__["target"] == "t"
     aside = [f for f in state_files(tmp_path) if ".corrupt-" in f.name]
     assert len(aside) == 1
     assert aside[0].name.startswith(file.name)
@@ -302,7 +302,9 @@ async def test_another_identity_starts_cold(start_whm, kept, tmp_path: Path, cap
         again = await kept(changed)
     assert "kept state is of another configuration" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert again.exporter.targets["t"].state.listaccts.answer is None  # type: ignore[union-attr]
+    listaccts = again.exporter.targets["t"].state.listaccts
+    assert listaccts is not None
+    assert listaccts.answer is None
     # The file stays, for the next write to replace: nothing is set aside.
     assert [f.name for f in state_files(tmp_path)] == [storage.file_name("t")]
 
@@ -366,7 +368,7 @@ async def test_only_the_targets_that_changed_are_written(start_whm, kept, tmp_pa
             "whm_exporter_state_writes_total", {"result": "success"}
         )
         assert found is not None
-        return found
+        return float(found)
 
     await whole(running, "t")
     await wait_until(lambda: state_files(tmp_path) != [], "t's state written")
