@@ -12,8 +12,13 @@ FROM python:3.11.14-slim-bookworm
 RUN groupadd --system --gid 10087 whm \
  && useradd --system --uid 10087 --gid whm --no-create-home --shell /usr/sbin/nologin whm
 COPY --from=build /opt/whm-exporter /opt/whm-exporter
+# The kept state (--storage.path): the user's own directory, 0700 (it holds addresses). A named
+# volume starts as a copy of it, owner and mode included.
+RUN install -d -m 0700 -o 10087 -g 10087 /var/lib/whm-exporter
 ENV PATH=/opt/whm-exporter/bin:$PATH PYTHONUNBUFFERED=1 \
-    WHM_EXPORTER_CONFIG_FILE=/etc/whm-exporter/config.yml
+    WHM_EXPORTER_CONFIG_FILE=/etc/whm-exporter/config.yml \
+    WHM_EXPORTER_STORAGE_PATH=/var/lib/whm-exporter
+VOLUME /var/lib/whm-exporter
 USER 10087:10087
 EXPOSE 10087
 HEALTHCHECK --interval=30s --timeout=3s --start-period=5s \

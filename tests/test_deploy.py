@@ -132,7 +132,7 @@ def test_compose_is_valid_and_each_profile_starts_one_stack() -> None:
     demo = _compose_config("--profile", "demo")["services"]
     assert set(demo) == {"whm-simulator", "whm-exporter-demo", "prometheus", "grafana"}
     whm = _compose_config("--profile", "whm")["services"]
-    assert set(whm) == {"whm-exporter", "prometheus", "grafana"}
+    assert set(whm) == {"whm-exporter", "whm-state-owner", "prometheus", "grafana"}
     # Nothing starts without a profile: no Prometheus scraping an exporter that is not there.
     assert _compose_config().get("services", {}) == {}
     # Prometheus reaches either exporter by the one name its config scrapes.
@@ -143,7 +143,8 @@ def test_compose_is_valid_and_each_profile_starts_one_stack() -> None:
     for services in (demo, whm):
         for service in services.values():
             for volume in service.get("volumes", []):
-                assert Path(volume["source"]).exists(), volume["source"]
+                if volume["type"] == "bind":
+                    assert Path(volume["source"]).exists(), volume["source"]
 
 
 def test_compose_refuses_a_misspelt_field(tmp_path: Path) -> None:
@@ -403,6 +404,8 @@ def _mounted_files(kinds: dict[str, dict[str, Any]]) -> dict[str, bool]:
     files: dict[str, bool] = {}
     for mount in container["volumeMounts"]:
         volume = volumes[mount["name"]]
+        if "emptyDir" in volume:  # a directory the pod writes (the kept state), no file in it
+            continue
         if "secret" in volume:
             source = volume["secret"]
             obj = kinds["Secret"]
@@ -456,6 +459,62 @@ def test_the_readability_check_bites(
     token["secret"]["defaultMode"] = default_mode
     files = _mounted_files(kinds)
     assert files["/run/secrets/whm/token"] is readable
+
+
+def test_kubernetes_keeps_the_state_on_a_volume_the_pod_can_write() -> None:
+    pod = _by_kind()["Deployment"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    [path] = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--storage.path=")]
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == path]
+    assert not mount.get("readOnly")
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    # The kubelet makes an emptyDir world-writable (0777): uid 10087 writes there, and the
+    # exporter's files in it are 0600.
+    assert "emptyDir" in volume
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+# --- kept state --------------------------------------------------------------------------------
+
+STATE_DIR = "/var/lib/whm-exporter"
+
+
+def test_the_image_declares_its_state_volume_and_owns_it() -> None:
+    final = (ROOT / "Dockerfile").read_text().rsplit("\nFROM ", 1)[1]
+    assert re.search(rf"^VOLUME {STATE_DIR}$", final, re.M)
+    assert f"WHM_EXPORTER_STORAGE_PATH={STATE_DIR}" in final
+    assert f"install -d -m 0700 -o {IMAGE_UID} -g {IMAGE_UID} {STATE_DIR}" in final
+    # Made before USER: as root, the only one who may give it away.
+    assert final.index("install -d") < final.index("USER ")
+
+
+def test_compose_keeps_the_state_in_named_volumes_the_exporter_owns() -> None:
+    for env, user in [
+        ({}, f"{IMAGE_UID}:{IMAGE_UID}"),
+        ({"WHM_EXPORTER_USER": "1000:1000"}, "1000:1000"),
+    ]:
+        services = _compose_config("--profile", "whm", env=env)["services"]
+        exporter, owner = services["whm-exporter"], services["whm-state-owner"]
+        [state] = [v for v in exporter["volumes"] if v["target"] == STATE_DIR]
+        assert state["type"] == "volume"
+        assert owner["volumes"] == [state]
+        # The volume is given to the very user the exporter runs as, before it starts.
+        assert exporter["user"] == user
+        assert owner["entrypoint"] == ["chown", user, STATE_DIR]
+        assert owner["user"] == "0:0"
+        assert owner["restart"] == "no"
+        condition = exporter["depends_on"]["whm-state-owner"]["condition"]
+        assert condition == "service_completed_successfully"
+    demo = _compose_config("--profile", "demo")["services"]["whm-exporter-demo"]
+    assert any(v["type"] == "volume" and v["target"] == STATE_DIR for v in demo["volumes"])
+
+
+def test_systemd_keeps_the_state_in_its_state_directory() -> None:
+    unit = (SYSTEMD / "whm-exporter.service").read_text()
+    assert re.search(r"^StateDirectory=whm-exporter$", unit, re.M)
+    assert re.search(r"^StateDirectoryMode=0700$", unit, re.M)
+    [service] = _exec_starts(SYSTEMD / "whm-exporter.service")
+    assert "--storage.path=%S/whm-exporter" in service
 
 
 # --- systemd -----------------------------------------------------------------------------------
