@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from whm_exporter import storage  # noqa: E402
+from whm_exporter.cli import tune_gc  # noqa: E402
 from whm_exporter.collect import calls, persist, schedule  # noqa: E402
 from whm_exporter.collect.state import TargetState  # noqa: E402
 from whm_exporter.config import build_config  # noqa: E402
-from whm_exporter.metrics import ExporterMetrics  # noqa: E402
 from whm_exporter.simulator import Dataset, Simulator  # noqa: E402
 
 SERVER = ("https", "whm.example.com", 2087)
@@ -159,7 +159,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     scenarios = [(args.users, args.addresses)] if args.users else [(2000, 5), (2000, 10)]
-    ExporterMetrics()  # the same imports as the exporter's (prometheus_client), for the RSS
+    # The collector's thresholds as the exporter sets them.
+    tune_gc()
     print(f"# whm-exporter storage benchmark, Python {platform.python_version()},")
     print(f"# {platform.machine()}, {args.folders} folders per mailbox, medians of {args.runs}")
     for users, addresses in scenarios:

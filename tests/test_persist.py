@@ -182,6 +182,18 @@ async def test_a_call_in_flight_is_kept_as_it_was_before_the_call(
     assert [i.attempted_at for i in lane] == sorted(i.attempted_at for i in lane)
 
 
+async def test_a_document_encoded_in_chunks_is_the_same_document(
+    start_whm, start_exporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, state = await collected(start_whm, start_exporter)
+    taken = persist.capture(state, "id", 0.0)
+    whole = persist.dump(taken, "t", 0.0)
+    assert len(taken.rows) > 3
+    monkeypatch.setattr(persist, "CHUNK", 3)
+    assert persist.dump(taken, "t", 0.0) == whole
+    assert orjson.loads(whole)["mailbox"]
+
+
 async def test_the_token_is_not_in_the_document(start_whm, start_exporter) -> None:
     _, state = await collected(start_whm, start_exporter)
     taken = persist.capture(state, "id", 0.0)
