@@ -48,7 +48,8 @@ log = logging.getLogger("whm_exporter.storage")
 MAGIC = b"WHMSTATE"
 VERSION = 1
 _HEADER = struct.Struct(">8sH")
-# zlib level: docs/performance.md measured 1 against 6 on 20,000 addresses.
+# zlib level 1: at 20,000 addresses it takes 48 ms for 2.0 MB, level 6 171 ms for 1.6 MB
+# (docs/performance.md).
 LEVEL = 1
 INTERVAL = 60.0
 SUFFIX = ".state"
