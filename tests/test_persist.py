@@ -45,6 +45,9 @@ def describe(state: TargetState) -> dict[str, Any]:
             f"{k.value} {s.value}": [key(i) for i in lane] for (k, s), lane in state.lanes.items()
         },
         "hot": [key(i) for i in state.hot],
+        "outside": sorted(key(i) for i in state.outside),
+        "listed": state.listed,
+        "early": state.listaccts is not None and state.listaccts.early,
         "in_flight": sum(state.in_flight.values()),
         "items": {
             key(i): (i.answer, i.answered_at, i.attempted_at, i.last_ok, i.basis)
@@ -84,6 +87,10 @@ async def test_a_collected_state_comes_back_as_it_was(start_whm, start_exporter)
     )
     assert all(i.answer is not None for i in state.mailboxes.values())
     assert any(i.basis is not None for i in state.senders.values())
+    # nobody sends: a user outside the inventory, with a breakdown of its own, and listaccts'
+    # users beyond those kept (a suspended one).
+    assert "nobody" in {i.user for i in state.outside}
+    assert state.listed > set(state.accounts)
     # New totals that show a user far above the threshold: its breakdowns go first.
     totals = state.totals["1h"]
     at = running_clock(state)
@@ -239,7 +246,7 @@ def _module(**overrides: Any) -> ModuleConfig:
         # A mailbox of a user the inventory does not have.
         {"mailbox": [["ghost", "ghost@x", 1.0, 1.0, True, [0, []]]]},
         # An answer without the time it came.
-        {"listaccts": [["", "", 1.0, None, True, []]]},
+        {"listaccts": [["", "", 1.0, None, True, [[], []]]]},
         # Addresses of a user listaccts did not name.
         {"list_pops_for": [["ghost", "", 1.0, 1.0, True, [[], []]]]},
     ],

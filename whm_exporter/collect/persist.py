@@ -53,8 +53,9 @@ class Document(BaseModel):
     identity: str
     written: float
     mailbox_function: str | None
-    # user, suspended, outgoing mail held, outgoing mail suspended.
-    listaccts: Rows[list[tuple[str, bool, bool, bool]]]
+    # The users kept (user, suspended, outgoing mail held, outgoing mail suspended), and the
+    # other users listaccts named (suspended or filtered out).
+    listaccts: Rows[tuple[list[tuple[str, bool, bool, bool]], list[str]]]
     # addresses; with list_pops_with_disk: address, main mailbox, disk used, quota (None: none).
     list_pops_for: Rows[tuple[list[str], list[tuple[str, bool, int, int | None]]]]
     get_unique_sender_recipient_count_per_user: Rows[dict[str, int]]
@@ -124,6 +125,9 @@ def capture(state: TargetState, identity: str, offset: float) -> Capture:
     for item in _items(state):
         asked = item.asked_before if item.in_flight else item.attempted_at
         answer = item.answer
+        if answer is not None and item.kind is Kind.LISTACCTS:
+            # Who else it named tells a user new to the server from one it filtered out.
+            answer = (answer, state.listed)
         if answer is None:
             if asked == -math.inf:
                 continue
@@ -138,12 +142,23 @@ def capture(state: TargetState, identity: str, offset: float) -> Capture:
 # --- answers to plain lists and back -----------------------------------------------------------
 
 
-def _accounts_out(answer: dict[str, Account]) -> list[tuple[str, bool, bool, bool]]:
-    return [(a.user, a.suspended, a.outgoing_held, a.outgoing_suspended) for a in answer.values()]
+def _accounts_out(
+    answer: tuple[dict[str, Account], set[str]],
+) -> tuple[list[tuple[str, bool, bool, bool]], list[str]]:
+    kept, listed = answer
+    others = sorted(listed - kept.keys())
+    return [
+        (a.user, a.suspended, a.outgoing_held, a.outgoing_suspended) for a in kept.values()
+    ], others
 
 
-def _accounts_in(rows: list[tuple[str, bool, bool, bool]], user: str, subject: str) -> Any:
-    return {r[0]: Account(*r) for r in rows}
+def _accounts_in(
+    value: tuple[list[tuple[str, bool, bool, bool]], list[str]], user: str, subject: str
+) -> Any:
+    kept, others = value
+    # The users the filters or skip_suspended left out: as suspended users, which the same
+    # filters leave out again (a user they would keep cannot have been left out).
+    return {**{r[0]: Account(*r) for r in kept}, **{u: Account(u, True) for u in others}}
 
 
 def _pops_out(answer: Addresses) -> tuple[tuple[str, ...], list[tuple[str, bool, int, int | None]]]:
@@ -335,6 +350,11 @@ def restore(
     state.mailbox_function = document.mailbox_function if auto else module.mailboxes.function
     for kind, user, subject, asked, answered, ok, value in rows:
         item = _find(state, kind, user, subject)
+        if item is None and kind is Kind.SENDERS and user not in state.accounts:
+            # A user outside the inventory the server-wide answers named (nobody, say): its
+            # breakdown's item, made as they make it (hot, if it is, once they are replayed).
+            state.heat([user], [subject], -math.inf)
+            item = _find(state, kind, user, subject)
         if item is None or item.in_flight:
             raise Unusable(f"{kind.value} {user} {subject}: not in the inventory the answers give")
         state.start(item, asked, urgent=False)
