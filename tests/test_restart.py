@@ -136,3 +136,14 @@ async def test_a_spoiled_file_is_a_logged_cold_start(
     assert len(list(directory.glob(f"{file.name}.corrupt-*"))) == 1
     # The cold start wrote its own state at shutdown.
     assert storage.unpack(file.read_bytes())
+
+
+async def test_the_demo_writes_nothing(run_exporter, tmp_path: Path) -> None:
+    # Its simulated server is new at every start: nothing to keep.
+    directory = tmp_path / "state"
+    exporter: Process = await run_exporter({}, "--demo", f"--storage.path={directory}")
+    assert (await exporter.get("/probe?target=demo"))[0] == 200
+    code, _, err = await asyncio.to_thread(exporter.stop)
+    assert code == 0
+    assert "--storage.path is ignored with --demo" in err
+    assert not directory.exists()
