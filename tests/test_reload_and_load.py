@@ -119,6 +119,22 @@ async def test_unchanged_targets_keep_their_state_across_reloads(start_whm, from
     assert running.exporter.targets["t"] is before
 
 
+async def test_a_reload_to_another_username_starts_cold(start_whm, from_file) -> None:
+    whm: WHM = await start_whm(SMALL)
+    running, path = await from_file(module(whm.url))
+    before = running.exporter.targets["t"]
+    # A new timeout keeps what the target learned...
+    path.write_text(yaml.safe_dump(module(whm.url, timeout="20s")))
+    assert await _post(running, "/-/reload") == 200
+    kept = running.exporter.targets["t"]
+    assert kept is not before
+    assert kept.state is before.state
+    # ...a reseller's token sees other accounts than root's: nothing of it is kept.
+    path.write_text(yaml.safe_dump(module(whm.url, timeout="20s", username="reseller")))
+    assert await _post(running, "/-/reload") == 200
+    assert running.exporter.targets["t"].state is not kept.state
+
+
 async def test_many_concurrent_scrapes_are_all_answered_and_whm_sees_one_probe(
     start_whm, start_exporter
 ) -> None:

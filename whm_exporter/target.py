@@ -66,8 +66,13 @@ class Target:
     def state_for(
         self, url: str, module: ModuleConfig, users: Mapping[str, tuple[str, ...]]
     ) -> TargetState | None:
-        """This target's state, when a reloaded config for the same server can keep it."""
-        same_items = (url, dict(users)) == (self.url, dict(self.users))
+        """This target's state, when a reloaded config for the same server can keep it (the same
+        user too: a reseller's token sees only its own accounts)."""
+        same_items = (url, module.username, dict(users)) == (
+            self.url,
+            self.module.username,
+            dict(self.users),
+        )
         return self.state if same_items and shapes_state(module, self.module) else None
 
     @property
