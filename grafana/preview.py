@@ -8,10 +8,13 @@ No Grafana server can be installed where this project is built (none in Debian's
 npm's registries), so these are not Grafana's pictures: each panel of the JSON is drawn with
 matplotlib at its grid place, with its title, queries, legend format, unit, thresholds, value
 mappings and table transformations, from what real Prometheus answers to its queries, the
-variables at Grafana's defaults (All, or the first value). Three processes: the simulator (a
-new spammer starts after a third of the history), the exporter (disk and quota discovery,
-windows 1h and 24h) and the Debian ``prometheus`` scraping both as README shows, with the
-project's rules. It exits 1 if a panel had no data, naming it.
+variables at Grafana's defaults (All, or the first value). Three processes: the simulator with
+the demo's scenarios (a new spammer starts after a third of the history, the jumper jumps after
+two thirds), the exporter (disk and quota discovery, windows 1h and 24h) and the Debian
+``prometheus`` scraping both as README shows, with the project's rules, every group at the
+scrape interval. Before Prometheus starts, promtool writes the week of history the rules'
+baselines need (backfill.py). It exits 1 if a panel's first query (the others are thresholds,
+budgets or more columns) had no data, naming the panel.
 """
 
 from __future__ import annotations
@@ -31,24 +34,26 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from backfill import Samples, backfill, complete, every_group_at_once, history
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 from matplotlib.transforms import Bbox
+from prometheus_client.parser import text_string_to_metric_families
 
-from whm_exporter.simulator import Dataset
+from whm_exporter.simulator.dataset import DEMO, Dataset
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-RULES = ROOT / "prometheus" / "whm-exporter.rules.yml"
 
 # Grafana's dark theme and its named and classic palette colours.
 BACKGROUND, PANEL, TEXT, MUTED, GRID = "#111217", "#181b1f", "#ccccdc", "#8e8e8e", "#2c3235"
@@ -65,8 +70,8 @@ PX = 100  # pixels per inch of the picture
 WIDTH = 1920  # Grafana's 24 columns over a full-HD screen
 ROW = 36  # pixels per grid row: Grafana's 30 and its margin
 HEADER = 70
-DEMO = Dataset(accounts=24, users=6, folders=6)
 BROKEN = DEMO.pops[DEMO.user_names[1]][1]
+T = TypeVar("T")
 
 
 def color(name: str) -> str:
@@ -111,24 +116,59 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, seconds: float = 30) -> None:
+def until(what: str, check: Callable[[], T | None], seconds: float = 30) -> T:
+    """What ``check`` finds, asked every 0.2 s until it finds something (not None)."""
     end = time.monotonic() + seconds
     while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except (urllib.error.URLError, ConnectionError):
-            if time.monotonic() > end:
-                raise SystemExit(f"{url} did not answer in {seconds:.0f} s") from None
-            time.sleep(0.2)
+        found = check()
+        if found is not None:
+            return found
+        if time.monotonic() > end:
+            raise SystemExit(f"{what}: nothing in {seconds:.0f} s")
+        time.sleep(0.2)
 
 
-def scrape_config(exporter: str, interval: float) -> dict[str, Any]:
-    """README's scrape config for the demo at ``exporter`` (host:port), with the rules."""
+def answers(url: str) -> bool | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
+def probe(url: str) -> Samples:
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        text = resp.read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def simulator_flags(dataset: Dataset) -> list[str]:
+    """The simulator's flags for ``dataset``'s sizes and scenarios."""
+    scenarios = {
+        "--nobody-sends": dataset.nobody_sends,
+        "--suspended-sends": dataset.suspended_sends,
+        "--filling-mailbox": dataset.filling_mailbox,
+    }
+    return [
+        f"--seed={dataset.seed}",
+        f"--accounts={dataset.accounts}",
+        f"--users={dataset.users}",
+        f"--folders={dataset.folders}",
+        *(flag for flag, on in scenarios.items() if on),
+        *([] if dataset.jump_after is None else [f"--jump-after={dataset.jump_after:g}"]),
+    ]
+
+
+def scrape_config(exporter: str, interval: float, rules: Path) -> dict[str, Any]:
+    """README's scrape config for the demo at ``exporter`` (host:port), with ``rules``."""
     every = f"{interval:g}s"
     return {
         "global": {"scrape_interval": every, "scrape_timeout": every, "evaluation_interval": every},
-        "rule_files": [str(RULES)],
+        "rule_files": [str(rules)],
         "scrape_configs": [
             {
                 "job_name": "whm",
@@ -146,8 +186,15 @@ def scrape_config(exporter: str, interval: float) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def stack(work: Path, history: float, interval: float, prometheus: str) -> Iterator[str]:
-    """The three processes; yields Prometheus' URL."""
+def stack(
+    work: Path,
+    dataset: Dataset,
+    history_seconds: float,
+    interval: float,
+    prometheus: str,
+    promtool: str,
+) -> Iterator[str]:
+    """The three processes, Prometheus started on a week of history; yields Prometheus' URL."""
     token = secrets.token_hex(16)
     sim, exporter, prom = free_port(), free_port(), free_port()
     config = {
@@ -162,44 +209,52 @@ def stack(work: Path, history: float, interval: float, prometheus: str) -> Itera
         "targets": {"demo": {"url": f"http://127.0.0.1:{sim}"}},
     }
     (work / "whm.yml").write_text(json.dumps(config))  # JSON is YAML
-    (work / "prometheus.yml").write_text(
-        json.dumps(scrape_config(f"127.0.0.1:{exporter}", interval))
+    scrape = scrape_config(
+        f"127.0.0.1:{exporter}", interval, every_group_at_once(work / "rules.yml")
     )
-    commands = [
-        [
+    (work / "prometheus.yml").write_text(json.dumps(scrape))
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*command: str) -> None:
+        procs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, cwd=ROOT))
+
+    try:
+        start(
             sys.executable,
             "-m",
             "whm_exporter.simulator",
             f"--listen=127.0.0.1:{sim}",
             f"--token={token}",
-            f"--accounts={DEMO.accounts}",
-            f"--users={DEMO.users}",
-            f"--folders={DEMO.folders}",
+            *simulator_flags(dataset),
             "--latency=0.02",
-            f"--new-spammer-after={history / 3:.0f}",
+            f"--new-spammer-after={history_seconds / 3:.0f}",
             # One mailbox whose calls fail, as on a real server now and then.
             f"--fault={BROKEN}=api_error",
-        ],
-        [
+        )
+        start(
             sys.executable,
             "-m",
             "whm_exporter",
             f"--config.file={work / 'whm.yml'}",
             f"--web.listen-address=127.0.0.1:{exporter}",
             "--log.level=error",
-        ],
-        [
+        )
+        until("the exporter", lambda: answers(f"http://127.0.0.1:{exporter}/-/healthy"))
+
+        def served() -> Samples | None:
+            found = probe(f"http://127.0.0.1:{exporter}/probe?target=demo")
+            return found if complete(found, dataset) else None
+
+        found = until("the heavy sender, the jumper and the filling mailbox in a probe", served)
+        backfill(promtool, work / "data", history(found, dataset, time.time()))
+        start(
             prometheus,
             f"--config.file={work / 'prometheus.yml'}",
             f"--storage.tsdb.path={work / 'data'}",
             f"--web.listen-address=127.0.0.1:{prom}",
             "--log.level=error",
-        ],
-    ]
-    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, cwd=ROOT) for c in commands]
-    try:
-        wait_http(f"http://127.0.0.1:{exporter}/-/healthy")
-        wait_http(f"http://127.0.0.1:{prom}/-/ready")
+        )
+        until("Prometheus", lambda: answers(f"http://127.0.0.1:{prom}/-/ready"))
         yield f"http://127.0.0.1:{prom}"
     finally:
         for p in procs:
@@ -321,12 +376,23 @@ class Frame:
         self, prom: Prometheus, values: dict[str, str], start: float, end: float, step: float
     ) -> None:
         self.prom, self.values, self.start, self.end, self.step = prom, values, start, end, step
+        self.unanswered: set[str] = set()  # the queries (as the panels write them) with no data
+
+    def answer(self, target: dict[str, Any], *, instant: bool) -> list[Any]:
+        """A query's series at the end of the range, or over it."""
+        expr = fill(target["expr"], self.values)
+        if instant:
+            found = self.prom.instant(expr, self.end)
+        else:
+            found = self.prom.range(expr, self.start, self.end, self.step)
+        if not found:
+            self.unanswered.add(target["expr"])
+        return found
 
     def series(self, panel: dict[str, Any]) -> list[tuple[str, list[tuple[float, float]]]]:
         found = []
         for target in panel["targets"]:
-            expr = fill(target["expr"], self.values)
-            for s in self.prom.range(expr, self.start, self.end, self.step):
+            for s in self.answer(target, instant=False):
                 points = [(float(t), float(v)) for t, v in s["values"]]
                 found.append((legend(target.get("legendFormat"), s["metric"]), points))
         return found
@@ -334,7 +400,7 @@ class Frame:
     def latest(self, panel: dict[str, Any]) -> list[tuple[str, float]]:
         found = []
         for target in panel["targets"]:
-            for s in self.prom.instant(fill(target["expr"], self.values), self.end):
+            for s in self.answer(target, instant=True):
                 found.append(
                     (legend(target.get("legendFormat"), s["metric"]), float(s["value"][1]))
                 )
@@ -392,7 +458,7 @@ def time_axis(ax: Axes, frame: Frame) -> None:
 LEGEND_ROWS, LEGEND_ROW = 3, 15  # rows under a graph, pixels each
 
 
-def draw_timeseries(box: Box, panel: dict[str, Any], frame: Frame) -> bool:
+def draw_timeseries(box: Box, panel: dict[str, Any], frame: Frame) -> str:
     unit = panel["fieldConfig"]["defaults"].get("unit", "short")
     series = frame.series(panel)
     ax = box.axes(below=LEGEND_ROW * LEGEND_ROWS + 22)  # and the time axis' labels
@@ -432,10 +498,10 @@ def draw_timeseries(box: Box, panel: dict[str, Any], frame: Frame) -> bool:
             labelcolor=TEXT,
             handlelength=1.2,
         )
-    return bool(series)
+    return f"{len(series)} series" if series else ""
 
 
-def draw_state_timeline(box: Box, panel: dict[str, Any], frame: Frame) -> bool:
+def draw_state_timeline(box: Box, panel: dict[str, Any], frame: Frame) -> str:
     series = frame.series(panel)
     ax = box.axes(left=label_room([n for n, _ in series], box))
     for row, (_, points) in enumerate(series):
@@ -463,10 +529,10 @@ def draw_state_timeline(box: Box, panel: dict[str, Any], frame: Frame) -> bool:
             )
     ax.set_yticks(range(len(series)), [n for n, _ in reversed(series)], fontsize=7, color=TEXT)
     time_axis(ax, frame)
-    return bool(series)
+    return f"{len(series)} rows" if series else ""
 
 
-def draw_stat(box: Box, panel: dict[str, Any], frame: Frame) -> bool:
+def draw_stat(box: Box, panel: dict[str, Any], frame: Frame) -> str:
     ax = box.axes(left=16)
     ax.axis("off")
     values = frame.latest(panel)
@@ -485,10 +551,10 @@ def draw_stat(box: Box, panel: dict[str, Any], frame: Frame) -> bool:
         )
         if len(values) > 1:
             ax.text(x, 0.9, name, ha="center", fontsize=8, color=TEXT, transform=ax.transAxes)
-    return bool(values)
+    return ", ".join(shown(panel, value) for _, value in values)
 
 
-def draw_bargauge(box: Box, panel: dict[str, Any], frame: Frame) -> bool:
+def draw_bargauge(box: Box, panel: dict[str, Any], frame: Frame) -> str:
     defaults = panel["fieldConfig"]["defaults"]
     values = frame.latest(panel)[: max(1, int((box.h - 50) // 20))]
     ax = box.axes(left=label_room([n for n, _ in values], box))
@@ -502,7 +568,7 @@ def draw_bargauge(box: Box, panel: dict[str, Any], frame: Frame) -> bool:
     ax.set_ylim(-0.5, max(len(values), 6) - 0.5)
     ax.set_yticks(range(len(values)), [n for n, _ in reversed(values)], fontsize=7, color=TEXT)
     ax.set_xticks([])
-    return bool(values)
+    return f"{len(values)} bars" if values else ""
 
 
 def table_rows(panel: dict[str, Any], frame: Frame) -> tuple[list[str], list[list[str]]]:
@@ -511,7 +577,7 @@ def table_rows(panel: dict[str, Any], frame: Frame) -> tuple[list[str], list[lis
     multi = len(panel["targets"]) > 1
     for target in panel["targets"]:
         column = f"Value #{target['refId']}" if multi else "Value"
-        for s in frame.prom.instant(fill(target["expr"], frame.values), frame.end):
+        for s in frame.answer(target, instant=True):
             key = frozenset((k, v) for k, v in s["metric"].items() if k != "__name__")
             merged.setdefault(key, {})[column] = float(s["value"][1])
     organize: dict[str, Any] = next(
@@ -549,12 +615,12 @@ def by_column(column: str) -> Callable[[Record], float]:
     return lambda record: record[1].get(column, -math.inf)
 
 
-def draw_table(box: Box, panel: dict[str, Any], frame: Frame) -> bool:
+def draw_table(box: Box, panel: dict[str, Any], frame: Frame) -> str:
     ax = box.axes(left=16)
     ax.axis("off")
     header, rows = table_rows(panel, frame)
     if not rows:
-        return False
+        return ""
     fits = max(1, int((box.h - 50) // 20) - 1)
     share = (min(len(rows), fits) + 1) / (fits + 1)
     cells = [header, *rows[:fits]]
@@ -573,10 +639,11 @@ def draw_table(box: Box, panel: dict[str, Any], frame: Frame) -> bool:
         cell.set_edgecolor(GRID)
         cell.set_facecolor(PANEL if r else "#22252b")
         cell.get_text().set_color(TEXT)
-    return True
+    return f"{len(rows)} rows"
 
 
-DRAW: dict[str, Callable[[Box, dict[str, Any], Frame], bool]] = {
+# Each draws a panel and says what it shows ("" for nothing).
+DRAW: dict[str, Callable[[Box, dict[str, Any], Frame], str]] = {
     "timeseries": draw_timeseries,
     "state-timeline": draw_state_timeline,
     "stat": draw_stat,
@@ -585,14 +652,17 @@ DRAW: dict[str, Callable[[Box, dict[str, Any], Frame], bool]] = {
 }
 
 
-def render(board: dict[str, Any], frame: Frame, picked: str) -> tuple[Figure, list[str]]:
-    """The dashboard's picture, and the titles of panels that had no data."""
+def render(
+    board: dict[str, Any], frame: Frame, picked: str
+) -> tuple[Figure, list[tuple[str, str]]]:
+    """The dashboard's picture, and each panel's title with what it shows: "" where its first
+    query had no data (the others are thresholds, budgets or more columns of a table)."""
     rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in board["panels"])
     height = HEADER + rows * ROW
     fig = plt.figure(figsize=(WIDTH / PX, height / PX), dpi=PX, facecolor=BACKGROUND)
     fig.text(12 / WIDTH, 1 - 28 / height, board["title"], fontsize=16, color=TEXT)
     fig.text(12 / WIDTH, 1 - 52 / height, picked, fontsize=8, color=MUTED)
-    empty = []
+    shown_by = []
     for panel in board["panels"]:
         g = panel["gridPos"]
         box = Box(
@@ -619,7 +689,8 @@ def render(board: dict[str, Any], frame: Frame, picked: str) -> tuple[Figure, li
             color=TEXT,
             fontweight="bold",
         )
-        if not DRAW[panel["type"]](box, panel, frame):
+        shows = DRAW[panel["type"]](box, panel, frame)
+        if not shows:
             fig.text(
                 (box.x + box.w / 2) / WIDTH,
                 1 - (box.top + box.h / 2) / height,
@@ -628,8 +699,10 @@ def render(board: dict[str, Any], frame: Frame, picked: str) -> tuple[Figure, li
                 va="center",
                 color=MUTED,
             )
-            empty.append(panel["title"])
-    return fig, empty
+        if panel["targets"][0]["expr"] in frame.unanswered:
+            shows = ""
+        shown_by.append((panel["title"], shows))
+    return fig, shown_by
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -638,18 +711,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=5, help="Prometheus' scrape interval, s")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "dashboards")
     p.add_argument("--prometheus", default="prometheus", help="the Prometheus binary")
+    p.add_argument("--promtool", default="promtool", help="its promtool, for the backfill")
     args = p.parse_args(argv)
-    history = args.minutes * 60
+    seconds = args.minutes * 60
+    # The jumper at two thirds of the history, the new spammer at one third (counted from the
+    # simulator's start, a few seconds before the pictures' range begins).
+    dataset = replace(DEMO, jump_after=round(seconds * 2 / 3))
     args.out.mkdir(parents=True, exist_ok=True)
     missing = []
     with (
         tempfile.TemporaryDirectory() as work,
-        stack(Path(work), history, args.interval, args.prometheus) as url,
+        stack(Path(work), dataset, seconds, args.interval, args.prometheus, args.promtool) as url,
     ):
         prom = Prometheus(url)
         began = time.time()
-        print(f"gathering {history:.0f} s of history from the demo into {url}", flush=True)
-        time.sleep(history)
+        print(f"gathering {seconds:.0f} s of history from the demo into {url}", flush=True)
+        time.sleep(seconds)
         end = time.time()
         step = max(args.interval, (end - began) / 240)
         for path in sorted(HERE.glob("*.json")):
@@ -661,15 +738,19 @@ def main(argv: list[str] | None = None) -> int:
                 if v["type"] == "query"
             )
             picked += (
-                f"   ·   last {(end - began) / 60:.0f} min of the demo   ·   drawn by "
+                f"   ·   last {(end - began) / 60:.0f} min of the demo, after a week of "
+                "backfilled history   ·   drawn by "
                 "grafana/preview.py from the dashboard JSON and real Prometheus answers, "
                 "not by Grafana"
             )
-            fig, empty = render(board, Frame(prom, values, began, end, step), picked)
+            fig, shown_by = render(board, Frame(prom, values, began, end, step), picked)
             out = args.out / f"{path.stem}.png"
             fig.savefig(out, facecolor=BACKGROUND)
             plt.close(fig)
+            empty = [title for title, shows in shown_by if not shows]
             print(f"{out}: {len(board['panels'])} panels, {len(empty)} without data", flush=True)
+            for title, shows in shown_by:
+                print(f"  {title}: {shows or 'no data'}", flush=True)
             missing += [f"{path.name}: {title}" for title in empty]
     for where in missing:
         print(f"no data: {where}", file=sys.stderr)

@@ -13,8 +13,9 @@ import runpy
 import socket
 import struct
 import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from conftest import TOKEN, WHM, Running, Samples, require_tool, series, wait_until
+from conftest import TOKEN, WHM, Running, Samples, require_tool, wait_until
 
 from whm_exporter.simulator.dataset import DEMO, FILL_SECONDS
 
@@ -272,11 +273,14 @@ async def prometheus(start_whm, start_exporter, tmp_path: Path) -> AsyncIterator
             "targets": {"demo": {"url": whm.url}},
         }
     )
-    _backfill(tmp_path / "data", await _served(running))
+    # A week of history before Prometheus starts, and every rule group at the 1 s evaluation
+    # interval: the rules' week-long baseline and day-long growth cannot be waited for.
+    history = _backfill()["history"](await _served(running), DATASET, time.time())
+    _backfill()["backfill"](require_tool("promtool"), tmp_path / "data", history)
+    rules = _backfill()["every_group_at_once"](tmp_path / "rules.yml")
     config = tmp_path / "prometheus.yml"
     # README's scrape config, made fast: grafana/preview.py draws the dashboards with the same.
-    scrape = _preview()["scrape_config"](running.url.removeprefix("http://"), 1)
-    scrape["rule_files"] = [str(_every_group_at_once(tmp_path / "rules.yml"))]
+    scrape = _preview()["scrape_config"](running.url.removeprefix("http://"), 1, rules)
     config.write_text(yaml.safe_dump(scrape))
     port = _free_port()
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, stopped by its own pid below
@@ -316,70 +320,10 @@ async def _served(running: Running) -> Samples:
     async def ready() -> bool:
         nonlocal found
         found = await running.probe("demo")
-        senders = {dict(s)["sender"] for s in series(found, "whm_sender_unique_recipients")}
-        accounts = {dict(s)["account"] for s in series(found, "whm_account_quota_bytes")}
-        return {HEAVY, JUMPER} <= senders and FILLING in accounts
+        return bool(_backfill()["complete"](found, DATASET))
 
     await wait_until(ready, "the jumper and the filling mailbox in a probe", 30)
     return found
-
-
-def _every_group_at_once(path: Path) -> Path:
-    """The rule file with every group at the evaluation_interval (1 s here): a group of its own
-    interval (5m, 1h) first runs up to that long after Prometheus starts."""
-    rules = yaml.safe_load(RULES.read_text())
-    for group in rules["groups"]:
-        group.pop("interval", None)
-    path.write_text(yaml.safe_dump(rules))
-    return path
-
-
-HISTORY_STEP = 300  # the interval of the group whm-exporter.long-range
-
-
-def _history(served: Samples, now: float) -> Iterator[str]:
-    """The week before ``now`` as Prometheus would have stored it, in OpenMetrics: each served
-    sender's 5-minute series at its count an hour before the simulator started (the jumper's
-    usual 20; the heavy sender at a twentieth of its count, as far above its usual level but
-    over the spam threshold), and the day of disk use the rules need: flat, but for the filling
-    mailbox on the line it follows from the start."""
-
-    def line(name: str, labels: dict[str, str], value: float, at: int) -> str:
-        text = ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items()))
-        return f'{name}{{job="whm",instance="demo",{text}}} {value} {at}'
-
-    yield "# TYPE whm:sender_unique_recipients:max5m gauge"
-    for labels in series(served, "whm_sender_unique_recipients"):
-        sender = dict(labels)
-        if sender["window"] != "1h":
-            continue
-        usual = DATASET.senders(sender["user"], 3600, uptime=-3600)[sender["sender"]]
-        if sender["sender"] == HEAVY:
-            usual //= 20
-        for at in range(int(now) - 7 * 86400, int(now), HISTORY_STEP):
-            yield line("whm:sender_unique_recipients:max5m", sender, usual, at)
-    quotas = series(served, "whm_account_quota_bytes")
-    yield "# TYPE whm_account_disk_used_bytes gauge"
-    for labels, used in series(served, "whm_account_disk_used_bytes").items():
-        filling = dict(labels)["account"] == FILLING
-        growth = (quotas[labels] - used) / FILL_SECONDS if filling else 0.0
-        for at in range(int(now) - 86400 - 3600, int(now), HISTORY_STEP):
-            yield line("whm_account_disk_used_bytes", dict(labels), used - growth * (now - at), at)
-    yield "# EOF"
-
-
-def _backfill(data: Path, served: Samples) -> None:
-    """A week of history in Prometheus' storage before it starts (promtool's backfill): the
-    rules' week-long baseline and day-long growth need one, a test cannot wait for it."""
-    promtool = require_tool("promtool")
-    source = data.parent / "history.om"
-    source.write_text("\n".join(_history(served, time.time())) + "\n")
-    result = subprocess.run(
-        [promtool, "tsdb", "create-blocks-from", "openmetrics", "--quiet", str(source), str(data)],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def _fill(expr: str) -> str:
@@ -475,9 +419,26 @@ async def _answer(prometheus: Prometheus, expr: str) -> list[Any]:
 
 
 @functools.cache
+def _grafana(script: str) -> dict[str, Any]:
+    """A script of grafana/ as Python runs it, its folder first on sys.path (preview.py imports
+    backfill.py beside it); run_path: the script's globals, without importing it under a name
+    another script shares."""
+    folder = str(ROOT / "grafana")
+    sys.path.insert(0, folder)
+    try:
+        return runpy.run_path(str(ROOT / "grafana" / script))
+    finally:
+        sys.path.remove(folder)
+
+
 def _preview() -> dict[str, Any]:
-    # run_path: the script's globals, without importing it under a name another script shares.
-    return runpy.run_path(str(ROOT / "grafana" / "preview.py"))
+    return _grafana("preview.py")
+
+
+def _backfill() -> dict[str, Any]:
+    """grafana/backfill.py: the week of history and the rule file as a young Prometheus can
+    use them, shared with the preview."""
+    return _grafana("backfill.py")
 
 
 def test_preview_formats_values_as_grafana_units_do() -> None:
@@ -497,13 +458,23 @@ def test_preview_escapes_all_values_as_grafana_does() -> None:
     assert escape("whm-exporter") == "whm-exporter"
 
 
-def test_preview_draws_every_dashboard_with_data_in_every_panel(tmp_path: Path) -> None:
-    """grafana/preview.py as README runs it, with a short history: the simulator, the exporter
-    and real Prometheus; it exits 1 if any panel of any dashboard had no data."""
-    binary = require_tool("prometheus")
+def test_preview_draws_every_dashboard_with_data_in_every_panel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """grafana/preview.py as README runs it, with a short history: the simulator with the
+    demo's scenarios, the exporter and real Prometheus on a backfilled week; it exits 1 if the
+    first query of any panel of any dashboard had no data (a panel drawing only its threshold
+    line is empty: the usual level, the days until full and the load need the backfill)."""
     main = _preview()["main"]
-    args = ["--minutes", "0.3", "--interval", "1", "--out", str(tmp_path), "--prometheus", binary]
+    args = ["--minutes", "0.3", "--interval", "1", "--out", str(tmp_path)]
+    args += ["--prometheus", require_tool("prometheus"), "--promtool", require_tool("promtool")]
     assert main(args) == 0
+    # The counts are never empty (or vector(0)): they must count what the scenarios make, the
+    # heavy sender and the new spammer over the spam threshold, the jumper alone far above its
+    # usual level.
+    printed = capsys.readouterr().out
+    assert "  Senders over their threshold: 2\n" in printed
+    assert "  Senders far above their usual level: 1\n" in printed
     for path in DASHBOARDS:
         panels = json.loads(path.read_text())["panels"]
         head = (tmp_path / f"{path.stem}.png").read_bytes()[:24]
