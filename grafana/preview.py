@@ -129,6 +129,7 @@ def until(what: str, check: Callable[[], T | None], seconds: float = 30) -> T:
 
 
 def answers(url: str) -> bool | None:
+    """True once ``url`` answers, None before (for until())."""
     try:
         with urllib.request.urlopen(url, timeout=2):
             return True
