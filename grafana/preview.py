@@ -42,7 +42,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from backfill import Samples, backfill, complete, every_group_at_once, history
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -50,6 +49,7 @@ from matplotlib.ticker import FuncFormatter
 from matplotlib.transforms import Bbox
 from prometheus_client.parser import text_string_to_metric_families
 
+from backfill import Samples, backfill, complete, every_group_at_once, history
 from whm_exporter.simulator.dataset import DEMO, Dataset
 
 HERE = Path(__file__).resolve().parent
