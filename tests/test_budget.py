@@ -212,3 +212,80 @@ def test_each_function_is_measured_against_its_own_baseline() -> None:
         now += 0.1
     # listaccts is thirty times slower than a mailbox call, by nature: no back-off.
     assert backoff.limit == 8
+
+
+def test_one_slow_call_is_not_enough_to_back_off() -> None:
+    backoff = Backoff(8)
+    backoff.observe(MAILBOX, 0.1, 0.0, struggling=False)
+    # 2.4 times the baseline, once: the recent latency moves a fifth of the way.
+    backoff.observe(MAILBOX, 0.24, 1.0, struggling=False)
+    assert backoff.recent == pytest.approx(1.28)
+    assert backoff.limit == 8
+
+
+def test_latency_exactly_at_the_tolerance_does_not_back_off() -> None:
+    backoff = Backoff(8)
+    backoff.observe(MAILBOX, 0.5, 0.0, struggling=False)
+    backoff.observe(MAILBOX, 3.0, 1.0, struggling=False)  # six times: recent 1 + 0.2 * 5
+    assert backoff.recent == TOLERANCE
+    assert backoff.limit == 8
+
+
+def test_a_mild_rise_cuts_less_than_a_failure() -> None:
+    mild, failing = Backoff(8), Backoff(8)
+    for backoff in (mild, failing):
+        backoff.observe(MAILBOX, 0.1, 0.0, struggling=False)
+        backoff.recent = TOLERANCE * 1.05
+    mild.observe(MAILBOX, 0.21, 1.0, struggling=False)
+    failing.observe(MAILBOX, 0.21, 1.0, struggling=True)
+    assert mild.limit == 7
+    assert failing.limit == 4
+
+
+def test_a_call_of_no_time_at_all_teaches_a_baseline_of_zero_without_dividing_by_it() -> None:
+    backoff = Backoff(8)
+    backoff.observe(MAILBOX, 0.0, 0.0, struggling=False)
+    backoff.observe(MAILBOX, 0.5, 1.0, struggling=False)
+    assert backoff.recent == 1.0
+    assert backoff.limit == 8
+
+
+def test_trouble_at_a_limit_of_one_puts_the_recovery_off() -> None:
+    backoff = Backoff(2)
+    backoff.observe(MAILBOX, 0.1, 0.0, struggling=False)
+    backoff.observe(MAILBOX, 10.0, 1.0, struggling=True)
+    assert backoff.limit == 1
+    # Still failing now and then at the floor: each trouble restarts the wait.
+    for now in (4.0, 7.0, 10.0):
+        backoff.observe(MAILBOX, 10.0, now, struggling=True)
+    backoff.observe(MAILBOX, 0.1, 10.0 + RECOVERY - 0.5, struggling=False)
+    assert backoff.limit == 1
+    backoff.observe(MAILBOX, 0.1, 10.0 + RECOVERY, struggling=False)
+    assert backoff.limit == 2
+
+
+def test_a_clock_that_goes_back_does_not_move_the_fill_back() -> None:
+    budget = Budget(1.0)
+    budget.charge(BURST, 10.0)
+    budget.allows(5.0)
+    # Back at 10: nothing was earned between 5 and 10 twice.
+    assert not budget.allows(10.0)
+    assert budget.balance == pytest.approx(0.0)
+
+
+def test_a_new_pace_has_no_refresh_running() -> None:
+    pace = Pace(1.0, 1)
+    assert pace.refreshing == 0
+    assert pace.refresh_allowed(0.0)
+
+
+def test_the_pace_tells_the_back_off_each_function_and_each_failure() -> None:
+    pace = Pace(1.0, 8)
+    now = 0.0
+    while now < 30.0:
+        pace.ended(MAILBOX, 0.0, 0.1, now, struggling=False)
+        pace.ended("listaccts", 0.0, 3.0, now + 0.05, struggling=False)
+        now += 0.1
+    assert pace.backoff.limit == 8
+    pace.ended(MAILBOX, 0.0, 10.0, now, struggling=True)
+    assert pace.backoff.limit == 4

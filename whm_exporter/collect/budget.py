@@ -92,8 +92,9 @@ class Backoff:
         if not struggling:
             self._latency(function, seconds, now)
         if struggling or self.recent > TOLERANCE:
-            if now - self._changed >= COOLDOWN and self.limit > 1:
-                # The further above the baseline, the deeper the cut, at most by half.
+            if now - self._changed >= COOLDOWN:
+                # The further above the baseline, the deeper the cut, at most by half. At 1
+                # already, the trouble still puts off the recovery.
                 cut = 0.5 if struggling else max(0.5, TOLERANCE / self.recent)
                 self.limit = max(1, math.floor(self.limit * cut))
                 self._changed = now
