@@ -231,6 +231,16 @@ def test_latency_exactly_at_the_tolerance_does_not_back_off() -> None:
     assert backoff.limit == 8
 
 
+def test_latency_exactly_at_the_tolerance_lets_the_limit_recover() -> None:
+    backoff = Backoff(8)
+    backoff.observe(MAILBOX, 0.5, 0.0, struggling=False)
+    backoff.observe(MAILBOX, 10.0, 1.0, struggling=True)
+    assert backoff.limit == 4
+    backoff.observe(MAILBOX, 3.0, 1.0 + RECOVERY, struggling=False)
+    assert backoff.recent == TOLERANCE
+    assert backoff.limit == 5
+
+
 def test_a_mild_rise_cuts_less_than_a_failure() -> None:
     mild, failing = Backoff(8), Backoff(8)
     for backoff in (mild, failing):
@@ -287,5 +297,6 @@ def test_the_pace_tells_the_back_off_each_function_and_each_failure() -> None:
         pace.ended("listaccts", 0.0, 3.0, now + 0.05, struggling=False)
         now += 0.1
     assert pace.backoff.limit == 8
-    pace.ended(MAILBOX, 0.0, 10.0, now, struggling=True)
+    # A quick 503: the failure alone cuts, not its latency.
+    pace.ended(MAILBOX, 0.0, 0.1, now, struggling=True)
     assert pace.backoff.limit == 4
