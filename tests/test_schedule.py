@@ -247,12 +247,36 @@ def test_answers_of_the_same_age_go_in_the_order_of_first_asking() -> None:
         answer(state, item, Kept(()), 1.0)
     state.new_epoch(2.0)
     refresh = schedule.refresh_of(state.module)
+    # The totals of this round, changed: they vouch for nothing.
+    answer(state, state.totals["1h"], {u: n + 1 for u, n in SENDING.items()}, 2.5)
     got = order(state, 3.0, refresh)
-    # The kept senders wait while the totals that may vouch for them are in flight.
+    assert [k[0] for k in got] == ["MAILBOX"] * len(state.mailboxes) + ["SENDERS"] * 3
+
+
+def test_kept_senders_wait_while_the_totals_that_may_vouch_for_them_are_in_flight() -> None:
+    state = state_for(mailboxes={"refresh": "0s"})
+    discovered(state, 1.0)
+    answer(state, state.totals["1h"], SENDING, 1.0)
+    for item in [*state.senders.values(), *state.mailboxes.values()]:
+        answer(state, item, Kept(()), 1.0)
+    state.new_epoch(2.0)
+    refresh = schedule.refresh_of(state.module)
+    got = order(state, 3.0, refresh)
     assert [k[0] for k in got] == ["TOTALS"] + ["MAILBOX"] * len(state.mailboxes)
-    state.answered(state.totals["1h"], {u: n + 1 for u, n in SENDING.items()}, 3.5)
-    state.finish(state.totals["1h"], True)
-    assert [k[0] for k in order(state, 4.0, refresh)] == ["SENDERS"] * 3
+
+
+def test_kept_senders_go_while_the_totals_may_not_be_asked_yet() -> None:
+    state = state_for(unique_recipients={"refresh": "30s"})
+    discovered(state, 1.0)
+    refresh = schedule.refresh_of(state.module)
+    answer(state, state.totals["1h"], SENDING, 1.0)
+    for item in state.senders.values():
+        answer(state, item, Kept(()), 1.0)
+    state.new_epoch(50.0)
+    # The totals of 45 s may not go again before 75 s: nothing to wait for.
+    answer(state, state.totals["1h"], {u: n + 1 for u, n in SENDING.items()}, 45.0)
+    got = order(state, 60.0, refresh)
+    assert [k[0] for k in got if k[0] == "SENDERS"] == ["SENDERS"] * 3
 
 
 def test_a_probe_answers_when_the_spam_signal_is_fresh_and_the_rest_cannot_fit() -> None:
@@ -777,6 +801,7 @@ def test_users_the_totals_show_hot_before_listaccts_are_hot_at_once() -> None:
     carol, dave = state.senders[("carol", "1h")], state.senders[("dave", "1h")]
     assert [i.user for i in state.hot] == ["dave", "carol"]
     assert (carol.outside, dave.outside) == (False, True)
+    assert carol.lane is state.lanes[(Kind.SENDERS, Stage.NEW)]
     assert carol not in state.outside
     assert dave in state.outside
     # A later listing that adds dave makes him one of the inventory's too.
@@ -836,6 +861,15 @@ def test_a_failed_outsider_is_asked_again_only_while_hot() -> None:
     assert schedule.next_item(state, 21.0, refresh) == (nobody, True)
 
 
+def test_a_user_the_include_filter_leaves_out_gets_nothing() -> None:
+    state = state_for(discovery={"include_users": ["alice|bob|carol"]})
+    discovered(state, 1.0)
+    answer(state, state.totals["1h"], {**SENDING, "nobody": 800}, 100.0)
+    assert ("nobody", "1h") not in state.senders
+    assert state.listaccts is not None
+    assert not state.listaccts.early
+
+
 def test_a_user_outside_the_user_filters_gets_nothing() -> None:
     state = state_for(discovery={"exclude_users": ["nobody"]})
     discovered(state, 1.0)
@@ -859,6 +893,11 @@ def test_an_unlisted_user_asks_for_an_early_relist_at_most_every_tenth_of_refres
     state.listed.add("frozen")
     answer(state, totals, {**SENDING, "frozen": 3}, 100.0)
     assert not listing.early
+    # A listing in flight answers it already.
+    state.start(listing, 60.5, urgent=False)
+    answer(state, totals, {**SENDING, "newbie": 3}, 61.0)
+    assert not listing.early
+    state.finish(listing, False, abandoned=True)
     answer(state, totals, {**SENDING, "newbie": 3}, 61.0)
     assert listing.early
     # Asked as a first answer would be (not a refresh the budget holds back), at once.
@@ -1017,7 +1056,70 @@ def test_items_never_answered_are_waiting_until_each_was_asked_in_the_round() ->
             answer(state, item, Kept(()), 1.0)
     # Failed in this round: not again before the next.
     assert not schedule.never_answered_waiting(state)
+    state.new_epoch(1.0)  # a round that began at the very moment it failed
+    assert not schedule.never_answered_waiting(state)
     state.new_epoch(2.0)
     assert schedule.never_answered_waiting(state)
     answer(state, broken, Kept(()), 2.5)
     assert not schedule.never_answered_waiting(state)
+
+
+def test_a_breakdown_read_at_the_totals_own_moment_is_left_alone() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    totals = state.totals["1h"]
+    answer(state, totals, SENDING, 2.0)
+    alice = state.senders[("alice", "1h")]
+    answer(state, alice, Kept((), 1), 3.0)
+    # Totals of the same moment that no longer name alice say nothing of what was read then.
+    answer(state, totals, {"bob": 3, "carol": 2}, 3.0)
+    assert alice.answer == Kept((), 1)
+
+
+def test_an_item_in_flight_does_not_stop_the_others_being_vouched_for() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    state.start(state.senders[("alice", "1h")], 1.5, urgent=False)
+    answer(state, state.totals["1h"], {"alice": 5}, 2.0)
+    assert state.senders[("carol", "1h")].answer == Kept(())
+
+
+def test_a_user_listed_after_others_is_vouched_for_by_earlier_totals() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    answer(state, state.totals["1h"], {"alice": 5}, 2.0)
+    assert state.listaccts is not None
+    answer(state, state.listaccts, {**USERS, "dave": Account("dave", suspended=False)}, 3.0)
+    answer(state, state.pops["dave"], Addresses(("d@x",)), 3.0)
+    assert state.senders[("dave", "1h")].answer == Kept(())
+    assert state.senders[("dave", "1h")].answered_at == 2.0
+
+
+def test_a_user_that_sent_nothing_then_as_much_as_before_is_asked_again() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    totals = state.totals["1h"]
+    answer(state, totals, SENDING, 2.0)
+    alice = state.senders[("alice", "1h")]
+    answer(state, alice, Kept((), 1), 3.0)
+    answer(state, totals, {"bob": 3, "carol": 2}, 4.0)
+    assert alice.answer == Kept(())
+    # Back at 5: the empty breakdown the totals vouched for is not the one read with 5.
+    answer(state, totals, SENDING, 5.0)
+    assert alice.answered_at == 4.0
+    state.new_epoch(6.0)
+    assert schedule.eligible(alice, 6.0, 6.0 - 1, schedule.refresh_of(state.module))
+
+
+def test_a_breakdown_read_while_the_totals_lacked_the_user_is_not_vouched_for_by_one() -> None:
+    state = state_for()
+    discovered(state, 1.0)
+    totals = state.totals["1h"]
+    answer(state, totals, {"bob": 3}, 2.0)
+    alice = state.senders[("alice", "1h")]
+    state.start(alice, 2.5, urgent=False)  # asked before the totals said she sent nothing
+    state.answered(alice, Kept((), 1), 3.0)
+    state.finish(alice, True)
+    assert alice.basis == 0
+    answer(state, totals, {"alice": 1, "bob": 3}, 4.0)
+    assert alice.answered_at == 3.0

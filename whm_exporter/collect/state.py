@@ -231,10 +231,10 @@ class TargetState:
             self.pops[user] = self._new(Kind.POPS, user)
             self._sync_user(user)
         if new:
-            # The server-wide answers came first (they go first): new users they showed
-            # sending are hot from the start, not from the next probe's totals.
-            for server_wide in self.server_wide:
-                self._heat_from(server_wide, only=set(new))
+            # The totals came first (they go first): what they vouch for holds for new users
+            # too. (Those they showed hot are so already, as outsiders until now.)
+            for totals in self.totals.values():
+                self._confirm(totals)
         for user in before.keys() - kept.keys():
             self._drop(self.pops.pop(user))
             if user in self.explicit:
@@ -335,8 +335,8 @@ class TargetState:
             self._heat_from(item)
             self._outsiders(now)
 
-    def _heat_from(self, item: Item[Any], only: set[str] | None = None) -> None:
-        """Heat the users (of ``only``, when given) a server-wide answer shows sending: the
+    def _heat_from(self, item: Item[Any]) -> None:
+        """Heat the users a server-wide answer shows sending: the
         totals at or above ``priority_threshold`` (exact: a user's total is never below any one
         of its senders' counts), or mail that bounces or trips cPanel's own limits."""
         answer = item.answer
@@ -344,23 +344,21 @@ class TargetState:
             return
         if item.kind is Kind.TOTALS:
             threshold = self.module.unique_recipients.priority_threshold
-            counts = [(u, n) for u, n in answer.items() if only is None or u in only]
-            by_count = sorted(counts, key=lambda uc: (-uc[1], uc[0]))
+            by_count = sorted(answer.items(), key=lambda uc: (-uc[1], uc[0]))
             self.heat([u for u, n in by_count if n >= threshold], [item.subject], item.answered_at)
-            self._confirm(item, only)
+            self._confirm(item)
             return
         threshold = self.module.mail_flow.defer_fail_threshold
         hot = [
             f
             for f in answer.values()
-            if (only is None or f.user in only)
-            and (f.defer_failures >= threshold or f.reached_max_emails or f.reached_max_defer_fail)
+            if f.defer_failures >= threshold or f.reached_max_emails or f.reached_max_defer_fail
         ]
         hot.sort(key=lambda f: (-f.defer_failures, f.user))
         windows = [w.label for w in self.module.unique_recipients.windows]
         self.heat([f.user for f in hot], windows, item.answered_at)
 
-    def _confirm(self, totals: Item[dict[str, int]], only: set[str] | None) -> None:
+    def _confirm(self, totals: Item[dict[str, int]]) -> None:
         """Quiet users' breakdowns the new totals vouch for count as read again, without a
         call: those of users with no remote recipients at all (nothing to break down), and
         those whose total is what it was when their breakdown was read. A quiet user's total
@@ -377,16 +375,14 @@ class TargetState:
                 continue
             if item.answered_at >= at:
                 continue
-            if only is not None and user not in only:
-                continue
             total = answer.get(user, 0)
             if total >= threshold or (total and total != item.basis):
                 continue
+            # A basis is set only with an answer: here the item has one, or sent nothing.
             if not total:
                 item.answer = _NOTHING_SENT
-            elif item.answer is None:
-                continue
             item.answered_at = item.attempted_at = at
+            # What it was vouched for with (0: nothing sent, whatever was read before).
             item.basis = total
             item.last_ok = True
             if item.lane is not None:
@@ -416,12 +412,14 @@ class TargetState:
         recipients = self.module.unique_recipients
         cfg = self.module.discovery
         for user in users:
+            # An explicit user may be outside the filters: only outsiders are filtered here.
+            outsider_ok = recipients.enabled and selected(
+                user, cfg.include_users, cfg.exclude_users
+            )
             for window in windows:
                 item = self.senders.get((user, window))
                 if item is None:
-                    if not recipients.enabled or not selected(
-                        user, cfg.include_users, cfg.exclude_users
-                    ):
+                    if not outsider_ok:
                         continue
                     item = self.senders[(user, window)] = Item(
                         Kind.SENDERS, user, window, outside=True
@@ -444,7 +442,7 @@ class TargetState:
         ``discovery.refresh``): a new account, perhaps created to send spam."""
         named = self.named()
         for item in [i for i in self.outside if i.user not in named]:
-            self.senders.pop((item.user, item.subject), None)
+            del self.senders[(item.user, item.subject)]
             self._drop(item)
         listing = self.listaccts
         if listing is None or listing.answer is None or listing.in_flight:
