@@ -87,6 +87,19 @@ async def test_failures_are_classified_and_described(
         with pytest.raises(WHMError) as err:
             await client.call("listaccts")
     assert (err.value.reason, err.value.detail) == (reason, detail)
+    # The status of an http failure: a 5xx tells the back-off that WHM struggles.
+    assert err.value.status == (status if reason == "http" else None)
+
+
+@pytest.mark.parametrize(("status", "unknown"), [(404, True), (503, False)])
+async def test_an_http_failure_keeps_its_status(
+    client: WHMClient, status: int, unknown: bool
+) -> None:
+    with aioresponses() as mocked:
+        mocked.get(ANY, status=status, body="")
+        with pytest.raises(WHMError) as err:
+            await client.call("listaccts")
+    assert (err.value.status, err.value.unknown_function) == (status, unknown)
 
 
 async def test_a_redirect_is_not_followed(client: WHMClient) -> None:

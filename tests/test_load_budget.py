@@ -157,3 +157,14 @@ async def test_no_budget_warning_when_the_pass_fits_or_there_is_no_budget(
             )
             await running.probe()
     assert not [r for r in caplog.records if "load budget" in r.getMessage()]
+
+
+async def test_5xx_answers_make_refreshing_back_off_and_api_errors_do_not(
+    start_whm, start_exporter
+) -> None:
+    for fault, backs_off in (("http500", True), ("api_error", False), ("http401", False)):
+        whm: WHM = await start_whm(DATASET, faults={MAILBOX: fault})
+        running = await start_exporter(module(whm.url, max_concurrency=8))
+        await running.probe()
+        limit = running.exporter.targets["t"].bound.pace.backoff.limit
+        assert (limit < 8) is backs_off, fault

@@ -893,8 +893,8 @@ def test_an_unlisted_user_asks_for_an_early_relist_at_most_every_tenth_of_refres
     state.listed.add("frozen")
     answer(state, totals, {**SENDING, "frozen": 3}, 100.0)
     assert not listing.early
-    # A listing in flight answers it already.
-    state.start(listing, 60.5, urgent=False)
+    # A (slow) listing in flight since the first one answers it already.
+    state.start(listing, 1.0, urgent=False)
     answer(state, totals, {**SENDING, "newbie": 3}, 61.0)
     assert not listing.early
     state.finish(listing, False, abandoned=True)
