@@ -124,7 +124,6 @@ class Run:
         self.expected = server.mailboxes()
         self.sim = sim
         self.exporter = exporter
-        self.t0 = time.monotonic()
         self.probes: list[Probe] = []
         self.whole = asyncio.Event()
         self.full_at = math.nan  # when the first probe serving every mailbox answered
@@ -135,6 +134,8 @@ class Run:
         self.pending: list[Spammer] = []
         self.spammers: dict[str, list[Spammer]] = {}
         self.phase = "cold"
+        # Last: the quiet users take seconds to find, and the first scrape is at t0.
+        self.t0 = time.monotonic()
 
     def now(self) -> float:
         return time.monotonic() - self.t0
