@@ -450,36 +450,25 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(paths: list[str]) -> None:
-    """The README's sizing table, from ``--record`` files."""
+    """The README's sizing table, one row per ``--record``: each figure normal / slowed down."""
     print(
-        "| server | latency | load_budget | WHM | WHM load s/s | calls/s | mailbox pass |"
-        " mailbox age max (end) | spammer named by probe | first pass (budget 0) |"
+        "| server | latency | scale | load_budget | WHM load s/s | calls/s | mailbox pass |"
+        " mailbox age max | new spammer named by probe | first pass |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     records = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines()]
-    first: dict[tuple[int, int, float], float] = {
-        (r["users"], r["addresses"], r["latency"]): r["first_pass"]
-        for r in records
-        if r["budget"] == 0
-    }
     for r in records:
-        key = (r["users"], r["addresses"], r["latency"])
-        for ph in r["phases"]:
-            named = ", ".join(str(n) if n else "never" for n in ph["spammers"])
-            base = first.get(key)
-            server = "normal" if ph["name"] == "normal" else f"{r['slow_down']:g}x slower"
-            print(
-                f"| {r['users']:,} x {r['addresses']} | {r['latency'] * 1000:.0f} ms |"
-                f" {r['budget']:g} | {server} |"
-                f" {ph['load']:.2f} | {ph['calls_per_s']:.1f} |"
-                f" {ph['mailbox_pass'] / 60:.1f} min |"
-                f" {ph['age_max'] / 60:.1f} min ({ph['age_end'] / 60:.1f}) | {named} |"
-                + (
-                    f" {r['first_pass']:.0f} s ({base:.0f} s) |"
-                    if ph["name"] == "normal" and base is not None
-                    else " |"
-                )
-            )
+        normal, slow = r["phases"]
+        spammers = normal["spammers"] + slow["spammers"]
+        named = "never" if 0 in spammers else f"{max(spammers)}" if spammers else "-"
+        print(
+            f"| {r['users']:,} x {r['addresses']} | {r['latency'] * 1000:.0f} ms |"
+            f" {r['scale']:g} | {r['budget']:g} | {normal['load']:.2f} / {slow['load']:.2f} |"
+            f" {normal['calls_per_s']:.1f} / {slow['calls_per_s']:.1f} |"
+            f" {normal['mailbox_pass'] / 60:.0f} / {slow['mailbox_pass'] / 60:.0f} min |"
+            f" {r['age_after_first_pass_max'] / 60:.0f} min | {named} |"
+            f" {r['first_pass']:.0f} s |"
+        )
 
 
 def main() -> None:
