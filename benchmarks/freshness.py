@@ -261,7 +261,8 @@ class Exporter:
 
     def warnings(self) -> list[str]:
         lines = self.log.read_text(errors="replace").splitlines()
-        return [line for line in lines if re.search(r"\blevel=(warning|error)\b", line)]
+        # The exporter spells its levels as Prometheus' programs do: warn, error.
+        return [line for line in lines if re.search(r"\blevel=(warn|error)\b", line)]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
