@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import cycle
@@ -51,7 +51,14 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from whm_exporter.config import ModuleConfig, build_config  # noqa: E402
+from whm_exporter.config import (  # noqa: E402
+    DiscoveryConfig,
+    MailboxesConfig,
+    MailFlowConfig,
+    ModuleConfig,
+    UniqueRecipientsConfig,
+    build_config,
+)
 from whm_exporter.simulator.dataset import Dataset  # noqa: E402
 
 TOKEN = "freshness-token"
@@ -130,35 +137,42 @@ class Server:
 
 def _seconds(value: float) -> str:
     """A duration in the config's Prometheus syntax (milliseconds are enough here)."""
-    return f"{max(1, round(value * 1000))}ms"
+    return f"{max(1, round(value * 1000))}ms" if value else "0s"
 
 
 def exporter_config(url: str, args: argparse.Namespace, refresh: float | None) -> dict[str, Any]:
-    """The module's defaults with every time scaled; ``refresh`` (both functions) when given."""
+    """The module's defaults with every time scaled; ``refresh`` (both functions) when given,
+    ``args.load_budget`` when not None."""
     s = args.scale
-    mailboxes: dict[str, Any] = {"refresh": _seconds(60 * s), "max_age": _seconds(3600 * s)}
+    mb, ur, mf = MailboxesConfig(), UniqueRecipientsConfig(), MailFlowConfig()
+    mailboxes: dict[str, Any] = {
+        "refresh": _seconds(mb.refresh * s),
+        "max_age": _seconds(mb.max_age * s),
+    }
     recipients: dict[str, Any] = {
-        "max_age": _seconds(3600 * s),
+        "refresh": _seconds(ur.refresh * s),
+        "max_age": _seconds(ur.max_age * s),
         "priority_threshold": args.priority_threshold,
     }
-    mail_flow: dict[str, Any] = {"max_age": _seconds(3600 * s)}
+    mail_flow: dict[str, Any] = {
+        "refresh": _seconds(mf.refresh * s),
+        "max_age": _seconds(mf.max_age * s),
+    }
     if refresh is not None:
         # README, "Two scrapers (HA)": every refresh a little below the scrape interval.
         mailboxes["refresh"] = recipients["refresh"] = mail_flow["refresh"] = _seconds(refresh)
-    return {
-        "modules": {
-            "default": {
-                "token_env": "WHM_BENCH_TOKEN",
-                "max_concurrency": args.concurrency,
-                "timeout": _seconds(30 * s),
-                "discovery": {"refresh": _seconds(600 * s)},
-                "mailboxes": mailboxes,
-                "unique_recipients": recipients,
-                "mail_flow": mail_flow,
-            }
-        },
-        "targets": {TARGET: {"url": url}},
+    module: dict[str, Any] = {
+        "token_env": "WHM_BENCH_TOKEN",
+        "max_concurrency": args.concurrency,
+        "timeout": _seconds(ModuleConfig.model_fields["timeout"].default * s),
+        "discovery": {"refresh": _seconds(DiscoveryConfig().refresh * s)},
+        "mailboxes": mailboxes,
+        "unique_recipients": recipients,
+        "mail_flow": mail_flow,
     }
+    if args.load_budget is not None:
+        module["load_budget"] = args.load_budget
+    return {"modules": {"default": module}, "targets": {TARGET: {"url": url}}}
 
 
 # --- processes --------------------------------------------------------------------------------
@@ -186,8 +200,9 @@ def _wait_for(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
 
 
 def start_simulator(
-    server: Server, args: argparse.Namespace
+    server: Server, args: argparse.Namespace, extra: Sequence[str] = ()
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """The simulator of ``server`` with the scenario's latency, and ``extra`` flags."""
     port = _free_port()
     argv = [
         *(sys.executable, "-m", "whm_exporter.simulator", "--listen", f"127.0.0.1:{port}"),
@@ -195,6 +210,7 @@ def start_simulator(
         *("--users", str(server.users), "--accounts", str(server.accounts)),
         *("--latency", str(args.latency * args.scale), "--latency-spread", str(args.spread)),
         *("--capacity", str(args.capacity)),
+        *extra,
     ]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -245,7 +261,8 @@ class Exporter:
 
     def warnings(self) -> list[str]:
         lines = self.log.read_text(errors="replace").splitlines()
-        return [line for line in lines if re.search(r"\blevel=(warning|error)\b", line)]
+        # The exporter spells its levels as Prometheus' programs do: warn, error.
+        return [line for line in lines if re.search(r"\blevel=(warn|error)\b", line)]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -335,6 +352,12 @@ class Probe:
 
     def oldest(self) -> float:
         return max((self.ages.get(f, 0.0) for f in DATA_FUNCTIONS), default=0.0)
+
+
+def covers(p: Probe, expected: int) -> bool:
+    """Whether the probe served every mailbox of the server (``expected`` addresses)."""
+    served, known = p.served(MAILBOX)
+    return p.discovery_complete and served == known == expected and p.accounts == expected
 
 
 def read_probe(probe: Probe, text: str) -> None:
@@ -466,10 +489,6 @@ async def big_server(
     pending: list[Spammer] = []
     t0 = time.monotonic()
 
-    def full(p: Probe) -> bool:
-        served, known = p.served(MAILBOX)
-        return p.discovery_complete and served == known == expected and p.accounts == expected
-
     async def spam(spammer: Spammer, at: float) -> None:
         await asyncio.sleep(max(0.0, at - time.monotonic()))
         query = {"rate": str(SPAMMER_RATE), "address": server.dataset.pops[spammer.user][0]}
@@ -495,7 +514,7 @@ async def big_server(
         print_probe(len(run.probes), p, expected)
         n = len(run.probes)
         if run.full_index is None:
-            if full(p):
+            if covers(p, expected):
                 run.full_index = n - 1
                 # One spammer per interval from the next tick on, at a random moment in it.
                 tick = t0 + n * interval
@@ -857,6 +876,12 @@ def main() -> None:
     p.add_argument("--fit-warmup", type=int, default=2, help="probes before counting")
     p.add_argument("--fit-probes", type=int, default=3, help="intervals counted per case")
     p.add_argument("--give-up", type=float, default=3.0, help="x floor before giving up coverage")
+    p.add_argument(
+        "--load-budget",
+        type=float,
+        default=None,
+        help="the module's load_budget (default: the module's; issue 9's figures are at 0)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--side", choices=["floor"], help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
