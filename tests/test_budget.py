@@ -3,14 +3,18 @@ charged, when refreshing may go, how far the debt goes, when concurrency drops a
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from whm_exporter.collect.budget import (
     BURST,
     COOLDOWN,
     RECOVERY,
+    SAMPLES,
     TOLERANCE,
     WINDOW,
+    WINDOW_SECONDS,
     Backoff,
     Budget,
     Pace,
@@ -118,33 +122,74 @@ def test_the_concurrency_a_probe_expects_is_the_budget_below_the_limit() -> None
     assert pace.concurrency() == 2
 
 
-def steady(backoff: Backoff, seconds: float, start: float, end: float, step: float = 0.1) -> float:
+def steady(
+    backoff: Backoff, seconds: float, start: float, end: float, step: float = 0.1, fn: str = MAILBOX
+) -> float:
     """Calls of ``seconds`` each, one every ``step``, from ``start`` to ``end``."""
     now = start
     while now < end:
-        backoff.observe(MAILBOX, seconds, now, struggling=False)
+        backoff.observe(fn, seconds, now, struggling=False)
         now += step
     return now
 
 
-def test_latency_well_above_its_baseline_lowers_the_limit() -> None:
+def learned(ceiling: int = 8, seconds: float = 0.1) -> tuple[Backoff, float]:
+    """A back-off that knows the mailbox calls' usual time, and the time it is then."""
+    backoff = Backoff(ceiling)
+    now = steady(backoff, seconds, 0.0, SAMPLES * 0.1)
+    assert backoff.baseline(MAILBOX) == seconds
+    return backoff, now
+
+
+def test_the_first_baseline_is_the_median_of_the_first_calls() -> None:
     backoff = Backoff(8)
-    now = steady(backoff, 0.1, 0.0, 30.0)
+    for i, seconds in enumerate((0.02, 0.1, 0.11, 0.09, 0.1)):
+        assert backoff.baseline(MAILBOX) is None
+        backoff.observe(MAILBOX, seconds, i * 0.1, struggling=False)
+    # One quick first draw is not the norm that every later call would exceed.
+    assert backoff.baseline(MAILBOX) == 0.1
+
+
+def test_latency_well_above_its_baseline_for_a_window_lowers_the_limit() -> None:
+    backoff, now = learned()
+    now = steady(backoff, 0.1, now, now + 30.0)
     assert backoff.limit == 8
-    # Four times slower: the recent latency climbs past the tolerance and the limit drops.
-    steady(backoff, 0.4, now, now + 1.0)
+    # Four times slower for two windows (the first may hold faster calls too): the median is
+    # far past the tolerance, cut by half.
+    steady(backoff, 0.4, now, now + 2 * WINDOW_SECONDS + 0.25)
     assert backoff.recent > TOLERANCE
-    assert backoff.limit < 8
+    assert backoff.limit == 4
+
+
+def test_a_few_slow_calls_in_a_window_move_nothing() -> None:
+    backoff, now = learned()
+    # This process stalled: three calls of a window of fifty came back ten times late.
+    end = now + WINDOW_SECONDS + 0.1
+    while now < end:
+        slow = int(now * 10) % 17 == 0
+        backoff.observe(MAILBOX, 1.0 if slow else 0.1, now, struggling=False)
+        now += 0.1
+    assert backoff.recent < TOLERANCE
+    assert backoff.limit == 8
+
+
+def test_a_window_needs_enough_calls_to_judge() -> None:
+    backoff, now = learned()
+    # Four slow calls over a long while: too few to say anything.
+    for i in range(SAMPLES - 1):
+        backoff.observe(MAILBOX, 1.0, now + 10.0 * i, struggling=False)
+    assert backoff.limit == 8
+    backoff.observe(MAILBOX, 1.0, now + 50.0, struggling=False)
+    assert backoff.limit == 4
 
 
 def test_latency_within_the_tolerance_keeps_the_limit() -> None:
-    backoff = Backoff(8)
-    now = steady(backoff, 0.1, 0.0, 30.0)
+    backoff, now = learned()
     steady(backoff, 0.1 * TOLERANCE * 0.9, now, now + 60.0)
     assert backoff.limit == 8
 
 
-def test_the_limit_drops_once_per_cooldown_and_never_below_one() -> None:
+def test_the_limit_drops_at_once_on_failures_once_per_cooldown_and_never_below_one() -> None:
     backoff = Backoff(8)
     backoff.observe(MAILBOX, 10.0, 0.0, struggling=True)
     assert backoff.limit == 4
@@ -162,30 +207,28 @@ def test_the_limit_drops_once_per_cooldown_and_never_below_one() -> None:
 def test_a_failure_does_not_teach_the_baseline() -> None:
     backoff = Backoff(8)
     backoff.observe(MAILBOX, 10.0, 0.0, struggling=True)
-    assert backoff.baseline(MAILBOX) is None
-    backoff.observe(MAILBOX, 0.1, 1.0, struggling=False)
+    steady(backoff, 0.1, 1.0, 1.0 + SAMPLES * 0.1)
     assert backoff.baseline(MAILBOX) == 0.1
 
 
 def test_the_limit_recovers_one_step_per_recovery_period_while_well() -> None:
-    backoff = Backoff(8)
-    steady(backoff, 0.1, 0.0, 1.0)
-    backoff.observe(MAILBOX, 10.0, 1.0, struggling=True)
-    backoff.observe(MAILBOX, 10.0, 1.0 + COOLDOWN, struggling=True)
+    backoff, now = learned()
+    backoff.observe(MAILBOX, 10.0, now, struggling=True)
+    backoff.observe(MAILBOX, 10.0, now + COOLDOWN, struggling=True)
     assert backoff.limit == 2
-    cut = 1.0 + COOLDOWN
+    cut = now + COOLDOWN
     # Well again: one more call in flight per RECOVERY seconds, not all at once.
     steady(backoff, 0.1, cut + 0.1, cut + RECOVERY - 0.05)
     assert backoff.limit == 2
-    steady(backoff, 0.1, cut + RECOVERY, cut + RECOVERY + 0.05)
+    steady(backoff, 0.1, cut + RECOVERY - 0.05, cut + RECOVERY + 0.15)
     assert backoff.limit == 3
-    steady(backoff, 0.1, cut + RECOVERY + 0.1, cut + 10 * RECOVERY)
+    steady(backoff, 0.1, cut + RECOVERY + 0.15, cut + 10 * RECOVERY)
     assert backoff.limit == 8
 
 
 def test_a_slow_down_does_not_become_the_baseline_at_once() -> None:
-    backoff = Backoff(8)
-    now = steady(backoff, 0.1, 0.0, 60.0)
+    backoff, now = learned()
+    now = steady(backoff, 0.1, now, now + 60.0)
     now = steady(backoff, 0.4, now, now + 30.0)
     baseline = backoff.baseline(MAILBOX)
     assert baseline is not None
@@ -194,8 +237,7 @@ def test_a_slow_down_does_not_become_the_baseline_at_once() -> None:
 
 
 def test_a_lasting_change_becomes_the_baseline_in_time() -> None:
-    backoff = Backoff(8)
-    now = steady(backoff, 0.1, 0.0, 10.0)
+    backoff, now = learned()
     steady(backoff, 0.3, now, now + 3600.0, step=1.0)
     baseline = backoff.baseline(MAILBOX)
     assert baseline is not None
@@ -214,64 +256,58 @@ def test_each_function_is_measured_against_its_own_baseline() -> None:
     assert backoff.limit == 8
 
 
-def test_one_slow_call_is_not_enough_to_back_off() -> None:
-    backoff = Backoff(8)
-    backoff.observe(MAILBOX, 0.1, 0.0, struggling=False)
-    # 2.4 times the baseline, once: the recent latency moves a fifth of the way.
-    backoff.observe(MAILBOX, 0.24, 1.0, struggling=False)
-    assert backoff.recent == pytest.approx(1.28)
-    assert backoff.limit == 8
+def window_of(backoff: Backoff, seconds: float, now: float) -> float:
+    """One window's worth of calls of ``seconds``; the time after it."""
+    return steady(backoff, seconds, now, now + WINDOW_SECONDS + 0.25)
 
 
-def test_latency_exactly_at_the_tolerance_does_not_back_off() -> None:
-    backoff = Backoff(8)
-    backoff.observe(MAILBOX, 0.5, 0.0, struggling=False)
-    backoff.observe(MAILBOX, 3.0, 1.0, struggling=False)  # six times: recent 1 + 0.2 * 5
-    assert backoff.recent == TOLERANCE
-    assert backoff.limit == 8
-
-
-def test_latency_exactly_at_the_tolerance_lets_the_limit_recover() -> None:
-    backoff = Backoff(8)
-    backoff.observe(MAILBOX, 0.5, 0.0, struggling=False)
-    backoff.observe(MAILBOX, 10.0, 1.0, struggling=True)
+def test_calls_at_the_tolerance_let_the_limit_recover() -> None:
+    backoff, now = learned(seconds=0.5)
+    backoff.observe(MAILBOX, 10.0, now, struggling=True)
     assert backoff.limit == 4
-    backoff.observe(MAILBOX, 3.0, 1.0 + RECOVERY, struggling=False)
-    assert backoff.recent == TOLERANCE
+    # Twice the usual time (the baseline creeps up meanwhile): not over it, so well.
+    window_of(backoff, 0.5 * TOLERANCE, now + RECOVERY)
+    assert backoff.recent == pytest.approx(TOLERANCE, rel=0.02)
     assert backoff.limit == 5
 
 
 def test_a_mild_rise_cuts_less_than_a_failure() -> None:
-    mild, failing = Backoff(8), Backoff(8)
-    for backoff in (mild, failing):
-        backoff.observe(MAILBOX, 0.1, 0.0, struggling=False)
-        backoff.recent = TOLERANCE * 1.05
-    mild.observe(MAILBOX, 0.21, 1.0, struggling=False)
-    failing.observe(MAILBOX, 0.21, 1.0, struggling=True)
+    mild, now = learned()
+    window_of(mild, 0.1 * TOLERANCE * 1.05, now)
+    failing, now = learned()
+    failing.observe(MAILBOX, 0.21, now, struggling=True)
     assert mild.limit == 7
     assert failing.limit == 4
 
 
-def test_a_call_of_no_time_at_all_teaches_a_baseline_of_zero_without_dividing_by_it() -> None:
-    backoff = Backoff(8)
-    backoff.observe(MAILBOX, 0.0, 0.0, struggling=False)
-    backoff.observe(MAILBOX, 0.5, 1.0, struggling=False)
+def test_calls_of_no_time_at_all_teach_a_baseline_of_zero_without_dividing_by_it() -> None:
+    backoff, now = learned(seconds=0.0)
+    window_of(backoff, 0.5, now)
     assert backoff.recent == 1.0
     assert backoff.limit == 8
 
 
 def test_trouble_at_a_limit_of_one_puts_the_recovery_off() -> None:
-    backoff = Backoff(2)
-    backoff.observe(MAILBOX, 0.1, 0.0, struggling=False)
-    backoff.observe(MAILBOX, 10.0, 1.0, struggling=True)
+    backoff, now = learned(ceiling=2)
+    backoff.observe(MAILBOX, 10.0, now, struggling=True)
     assert backoff.limit == 1
     # Still failing now and then at the floor: each trouble restarts the wait.
-    for now in (4.0, 7.0, 10.0):
-        backoff.observe(MAILBOX, 10.0, now, struggling=True)
-    backoff.observe(MAILBOX, 0.1, 10.0 + RECOVERY - 0.5, struggling=False)
+    last = now
+    for k in (1, 2, 3):
+        last = now + k * (COOLDOWN + 0.5)
+        backoff.observe(MAILBOX, 10.0, last, struggling=True)
+    steady(backoff, 0.1, last + 0.1, last + RECOVERY - 0.2)
     assert backoff.limit == 1
-    backoff.observe(MAILBOX, 0.1, 10.0 + RECOVERY, struggling=False)
+    steady(backoff, 0.1, last + RECOVERY - 0.2, last + RECOVERY + WINDOW_SECONDS + 0.2)
     assert backoff.limit == 2
+
+
+def test_without_a_budget_nothing_is_held_back() -> None:
+    pace = Pace(0.0, 8)
+    pace.backoff.limit = 1
+    pace.refreshing = 8
+    assert pace.refresh_allowed(0.0)
+    assert pace.concurrency() == 8
 
 
 def test_a_clock_that_goes_back_does_not_move_the_fill_back() -> None:
@@ -300,3 +336,18 @@ def test_the_pace_tells_the_back_off_each_function_and_each_failure() -> None:
     # A quick 503: the failure alone cuts, not its latency.
     pace.ended(MAILBOX, 0.0, 0.1, now, struggling=True)
     assert pace.backoff.limit == 4
+
+
+def test_the_spam_signal_load_is_its_time_over_about_a_window() -> None:
+    pace = Pace(1.0, 8)
+    assert pace.signal_load(0.0) == 0.0
+    pace.ended(MAILBOX, 0.0, 6.0, 0.0, struggling=False)  # a refresh: not the signal's
+    assert pace.signal_load(0.0) == 0.0
+    pace.ended(
+        "get_unique_sender_recipient_count_per_user", 0.0, 6.0, 0.0, struggling=False, signal=True
+    )
+    assert pace.signal_load(0.0) == pytest.approx(6.0 / WINDOW)
+    pace.ended("emailtrack_user_stats", 0.0, 6.0, 0.0, struggling=False, signal=True)
+    assert pace.signal_load(0.0) == pytest.approx(12.0 / WINDOW)
+    # It fades: after a window, to a third or so.
+    assert pace.signal_load(WINDOW) == pytest.approx(12.0 / WINDOW / math.e)

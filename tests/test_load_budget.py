@@ -8,10 +8,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import pytest
 from conftest import WHM, module, samples, series, value, wait_until
 
+from whm_exporter.collect.run import Bound
+from whm_exporter.collect.state import Addresses, Kept
 from whm_exporter.config import build_config
+from whm_exporter.probe import _warn_when_over_budget, snapshot
 from whm_exporter.simulator import Dataset
+from whm_exporter.target import Target
+from whm_exporter.whm.parse import Account
 from whm_exporter.yamlconf import ConfigError
 
 DATASET = Dataset(accounts=40, users=8, folders=3)
@@ -168,3 +174,70 @@ async def test_5xx_answers_make_refreshing_back_off_and_api_errors_do_not(
         await running.probe()
         limit = running.exporter.targets["t"].bound.pace.backoff.limit
         assert (limit < 8) is backs_off, fault
+
+
+def target_with_mailboxes(budget: float, answered_at: float) -> Target:
+    """A target (never connected) whose 3 users and 7 mailboxes are known, the mailboxes
+    answered at ``answered_at``, and whose server's calls take 0.1 s."""
+    document = {"modules": {"default": {"token": "x", "mailboxes": {"max_age": "100s"}}}}
+    config = build_config(document, {}).config
+    bound = Bound(8, budget)
+    target = Target("t", "https://whm.example", config.modules["default"], {}, bound)
+    state = target.state
+    state.new_epoch(0.0)
+    assert state.listaccts is not None
+    users = {u: Account(u, suspended=False) for u in ("alice", "bob", "carol")}
+    state.start(state.listaccts, 0.0, urgent=False)
+    state.answered(state.listaccts, users, 0.0)
+    state.finish(state.listaccts, True)
+    for user, pops in state.pops.items():
+        state.start(pops, 0.0, urgent=False)
+        state.answered(pops, Addresses((f"{user}@x",)), 0.0)
+        state.finish(pops, True)
+    for item in state.mailboxes.values():
+        state.start(item, answered_at, urgent=False)
+        state.answered(item, Kept(()), answered_at)
+        state.finish(item, True)
+    for function in (MAILBOX, "list_pops_for"):
+        bound.pace.call_seconds[function] = 0.1
+    return target
+
+
+def budget_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if "load budget" in r.getMessage()]
+
+
+def test_the_budget_warning_counts_what_the_spam_signal_leaves(caplog) -> None:
+    target = target_with_mailboxes(1.0, 0.0)
+    found = snapshot("t", target.state, 10.0, 0.1, 10.0, pending=False)
+    with caplog.at_level(logging.INFO, logger="whm_exporter.probe"):
+        _warn_when_over_budget(target, found, 10.0)
+        assert not budget_warnings(caplog)
+        # The spam signal took a whole minute of WHM time in the last one: nothing is left.
+        target.bound.pace.ended(TOTALS, 0.0, 60.0, 10.0, struggling=False, signal=True)
+        _warn_when_over_budget(target, found, 10.0)
+        [said] = budget_warnings(caplog)
+    fields = said.__dict__
+    assert fields["spam_signal_load"] == 1.0
+    assert fields["pass_seconds"] == "never"
+    # A second load budget for the signal, and 1 s of a pass within 75 s.
+    assert fields["load_budget_needed"] == 1.1
+
+
+def warn_at(target: Target, now: float) -> None:
+    _warn_when_over_budget(target, snapshot("t", target.state, now, 0.1, 10, pending=False), now)
+
+
+def test_the_budget_warning_comes_when_mailboxes_pass_three_quarters_of_max_age(caplog) -> None:
+    target = target_with_mailboxes(1.0, 0.0)
+    with caplog.at_level(logging.INFO, logger="whm_exporter.probe"):
+        warn_at(target, 70.0)
+        assert not budget_warnings(caplog)
+        warn_at(target, 80.0)
+        [said] = budget_warnings(caplog)
+        assert said.__dict__["oldest_mailbox_seconds"] == 80
+        # Refreshed: within it again, said once at info.
+        again = target_with_mailboxes(1.0, 79.0)
+        again.state.budget_warned = True
+        warn_at(again, 80.0)
+    assert "within max_age again" in caplog.records[-1].getMessage()

@@ -46,7 +46,7 @@ async def probe(target: Target, budget: float, *, look: bool = False) -> Snapsho
     pending = await target.collection.wait(started + budget)
     now = time.monotonic()
     found = snapshot(target.name, state, now, now - started, budget, pending=pending, look=look)
-    _warn_when_over_budget(target)
+    _warn_when_over_budget(target, found, now)
     if look and state.tally is tally:
         # Without scrapes the tally only grows: show this probe's calls, not every one since.
         since = max(0, len(found.log) - (tally.logged - logged))
@@ -233,11 +233,12 @@ def _warn_when_slow(name: str, state: TargetState, expired: int) -> None:
     state.slow_warned = bool(expired)
 
 
-def _warn_when_over_budget(target: Target) -> None:
-    """Once per target (and again after it fits): at its server's load budget, one pass over
-    the target's mailboxes and address lists (at the mean call time measured) takes longer
-    than ``mailboxes.max_age``, so mailbox answers will expire. Said as soon as discovery is
-    complete, before any answer has expired, with the budget that would do."""
+def _warn_when_over_budget(target: Target, found: Snapshot, now: float) -> None:
+    """Once per target (and again after it fits): at its server's load budget, what the spam
+    signal leaves of it does not keep the target's mailboxes within ``mailboxes.max_age``.
+    Said before answers expire: when one pass over the mailboxes and address lists (at the
+    mean call times measured) would take longer than ``max_age``, or when the oldest mailbox
+    answer served is past three quarters of it; with the budget that would do."""
     state, pace = target.state, target.bound.pace
     module = state.module
     rate = pace.budget.rate
@@ -245,22 +246,29 @@ def _warn_when_over_budget(target: Target) -> None:
         return
     if any(item.answer is None for item in state.pops.values()):
         return  # discovery is not complete: the counts are not known yet
-    mailbox = pace.estimate(state.mailbox_function or MAILBOX_LIST)
-    pops = pace.estimate(module.discovery.function)
-    work = len(state.mailboxes) * mailbox + len(state.pops) * pops
+    function = state.mailbox_function or MAILBOX_LIST
+    work = len(state.mailboxes) * pace.estimate(function)
+    work += len(state.pops) * pace.estimate(module.discovery.function)
+    signal = pace.signal_load(now)
+    left = rate - signal
     max_age = module.mailboxes.max_age
-    over = work / rate > max_age
+    target_pass = 0.75 * max_age
+    oldest = found.data_age.get(function, 0.0)
+    passing = work / left if left > 0 else math.inf
+    over = passing > max_age or oldest > target_pass
     if over and not state.budget_warned:
         log.warning(
-            "at this load budget one pass over the target's mailboxes takes longer than"
-            " mailboxes.max_age: they will expire before they are asked again; raise"
-            " load_budget, raise max_age, or filter users or accounts",
+            "at this load budget the mailboxes are not kept within mailboxes.max_age: they"
+            " will expire before they are asked again; raise load_budget, raise max_age, or"
+            " filter users or accounts",
             extra={
                 "target": target.name,
                 "load_budget": rate,
-                "pass_seconds": round(work / rate),
+                "spam_signal_load": round(signal, 2),
+                "pass_seconds": round(max(oldest, passing)) if passing < math.inf else "never",
+                "oldest_mailbox_seconds": round(oldest),
                 "max_age_seconds": max_age,
-                "load_budget_needed": math.ceil(work / max_age * 10) / 10,
+                "load_budget_needed": math.ceil((signal + work / target_pass) * 10) / 10,
             },
         )
     elif not over and state.budget_warned:

@@ -230,7 +230,7 @@ class Collection:
         while True:
             started = self._clock()
             try:
-                body = await self._fetch(call)
+                body = await self._fetch(call, urgent=item.urgent)
                 problems = call.keep(body, self._clock()) or []
             except asyncio.CancelledError:
                 self.state.abandon(call.function)
@@ -252,7 +252,7 @@ class Collection:
                 self._record(call, started, problem.reason, problem.detail, part=True)
             return True
 
-    async def _fetch(self, call: calls.Call) -> Any:
+    async def _fetch(self, call: calls.Call, *, urgent: bool) -> Any:
         """The call to WHM, charged to the server's budget at its real duration (an abandoned
         call cost WHM its work too) and told to its back-off."""
         pace = self.bound.pace
@@ -266,7 +266,14 @@ class Collection:
             raise
         finally:
             now = self._clock()
-            pace.ended(call.function, charged, now - started, now, struggling=struggling)
+            pace.ended(
+                call.function,
+                charged,
+                now - started,
+                now,
+                struggling=struggling,
+                signal=urgent,
+            )
 
     def _record(
         self,
