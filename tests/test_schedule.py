@@ -680,6 +680,37 @@ def test_without_discovery_the_explicit_users_are_everything() -> None:
     assert found.discovered_accounts == 1
 
 
+def test_a_probe_waits_for_what_was_due_when_it_came_not_for_what_falls_due_after() -> None:
+    # A mailbox pass about as long as mailboxes.refresh keeps some mailbox falling due at any
+    # moment: a probe that waited for those too would wait for its deadline every time.
+    state = state_for(unique_recipients={"enabled": False})
+    discovered(state, 0.0)
+    refresh = schedule.refresh_of(state.module)
+    assert refresh[Kind.MAILBOX] == 60.0
+    first, *others = state.mailboxes.values()
+    answer(state, first, Kept(()), 5.0)
+    for item in others:
+        answer(state, item, Kept(()), 30.0)
+    state.new_epoch(65.0)  # `first` is due (exactly its refresh), the others are not
+    answer_now = schedule.answer_now
+    assert not answer_now(state, 65.0, 75.0, refresh, call_seconds=0.1, concurrency=8)
+    state.start(first, 65.0, urgent=False)
+    # Its call, in flight, was due when the round began: the probe waits for it.
+    assert not answer_now(state, 65.5, 75.0, refresh, call_seconds=0.1, concurrency=8)
+    state.answered(first, Kept(()), 66.0)
+    state.finish(first, True)
+    assert answer_now(state, 66.0, 75.0, refresh, call_seconds=0.1, concurrency=8)
+    # The others fall due at 90 while a probe of this round still waits: they do not hold it,
+    # neither waiting nor in flight.
+    assert schedule.count_eligible(state, 95.0, refresh, 99) == len(others)
+    assert answer_now(state, 95.0, 105.0, refresh, call_seconds=0.1, concurrency=8)
+    state.start(others[0], 95.0, urgent=False)
+    assert answer_now(state, 95.0, 105.0, refresh, call_seconds=0.1, concurrency=8)
+    # The next round waits for them.
+    state.new_epoch(96.0)
+    assert not answer_now(state, 96.0, 106.0, refresh, call_seconds=0.1, concurrency=8)
+
+
 def test_server_wide_answers_within_refresh_keep_the_signal_fresh() -> None:
     state = state_for(unique_recipients={"refresh": "30s"})
     discovered(state, 1.0)
@@ -1043,10 +1074,30 @@ def test_a_refresh_is_a_renewed_answer_that_is_not_the_spam_signal() -> None:
     assert not schedule.is_refresh(mailbox, True)
 
 
-def test_items_never_answered_are_waiting_until_each_was_asked_in_the_round() -> None:
+def test_first_answers_are_pending_while_the_addresses_asked_may_bring_mailboxes() -> None:
+    state = state_for(unique_recipients={"enabled": False}, discovery={"main_account": False})
+    state.new_epoch(0.0)
+    assert state.listaccts is not None
+    answer(state, state.listaccts, dict(USERS), 0.5)
+    for item in state.pops.values():
+        state.start(item, 0.5, urgent=False)
+    # Nothing never answered waits, but the calls in flight bring mailboxes: a probe that took
+    # the budget's pace now would answer long before it could have had every mailbox.
+    waiting = [(k, s) for k in Kind for s in (Stage.NEW, Stage.FAILED) if (k, s) in state.lanes]
+    assert not any(state.lanes[key].head() for key in waiting)
+    assert schedule.first_answers_pending(state)
+    for item in state.pops.values():
+        state.answered(item, Addresses(POPS[item.user]), 1.0)
+        state.finish(item, True)
+    for item in state.mailboxes.values():
+        answer(state, item, Kept(()), 1.5)
+    assert not schedule.first_answers_pending(state)
+
+
+def test_first_answers_are_pending_until_each_item_was_asked_in_the_round() -> None:
     state = state_for()
     state.new_epoch(0.0)
-    assert schedule.never_answered_waiting(state)
+    assert schedule.first_answers_pending(state)
     discovered(state, 1.0)
     broken = state.mailboxes[("bob", "b1@x")]
     for item in [*state.mailboxes.values(), *state.senders.values()]:
@@ -1055,13 +1106,13 @@ def test_items_never_answered_are_waiting_until_each_was_asked_in_the_round() ->
         else:
             answer(state, item, Kept(()), 1.0)
     # Failed in this round: not again before the next.
-    assert not schedule.never_answered_waiting(state)
+    assert not schedule.first_answers_pending(state)
     state.new_epoch(1.0)  # a round that began at the very moment it failed
-    assert not schedule.never_answered_waiting(state)
+    assert not schedule.first_answers_pending(state)
     state.new_epoch(2.0)
-    assert schedule.never_answered_waiting(state)
+    assert schedule.first_answers_pending(state)
     answer(state, broken, Kept(()), 2.5)
-    assert not schedule.never_answered_waiting(state)
+    assert not schedule.first_answers_pending(state)
 
 
 def test_a_breakdown_read_at_the_totals_own_moment_is_left_alone() -> None:

@@ -118,7 +118,7 @@ class Collection:
             return not self._active
         # Work never answered goes at the bound's full size; refreshing at the budget's pace.
         size: float = self.bound.size
-        if not schedule.never_answered_waiting(self.state):
+        if not schedule.first_answers_pending(self.state):
             size = min(size, self.bound.pace.concurrency())
         return schedule.answer_now(
             self.state,

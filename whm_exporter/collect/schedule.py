@@ -145,9 +145,12 @@ def next_item(
     return (oldest, False) if oldest is not None else None
 
 
-def never_answered_waiting(state: TargetState) -> bool:
-    """Whether an item never answered may still be asked in this round: such items use the
-    whole bound, not the budget's pace."""
+def first_answers_pending(state: TargetState) -> bool:
+    """Whether an item never answered may still be asked in this round, or is being asked
+    (a user's addresses bring its mailboxes): such items use the whole bound, not the budget's
+    pace."""
+    if any(item.answer is None for item in state.flying):
+        return True
     epoch = state.epoch_start
     for key in _FIRST_TIME_LANES:
         head = state.lanes[key].head()
@@ -201,11 +204,14 @@ def answer_now(
 ) -> bool:
     """A probe answers once the spam signal is fresh and the rest is done or cannot be done
     before its deadline anyway (estimated from the mean call time at ``concurrency``, the calls
-    in flight the work left may keep on average)."""
+    in flight the work left may keep on average). The rest is what was due when the round
+    began: what falls due while the probe waits does not hold it, or a pass about as long as
+    the refresh would keep every probe waiting for its deadline."""
     if not spam_signal_fresh(state, now, refresh):
         return False
-    in_flight = sum(state.in_flight.values())
-    if in_flight == 0 and count_eligible(state, now, refresh, 1) == 0:
+    due = state.epoch_start
+    in_flight = sum(1 for item in state.flying if _was_due(item, due, refresh))
+    if in_flight == 0 and count_eligible(state, due, refresh, 1) == 0:
         return True  # all done
     if call_seconds is None:
         return False  # nothing measured yet: wait for everything (or the deadline)
@@ -214,4 +220,10 @@ def answer_now(
         # Everything could still fit: no need to count what is left (a long deadline would
         # make that count walk every item at every call).
         return False
-    return in_flight + count_eligible(state, now, refresh, math.floor(capacity) + 1) > capacity
+    return in_flight + count_eligible(state, due, refresh, math.floor(capacity) + 1) > capacity
+
+
+def _was_due(item: Item[Any], at: float, refresh: Refresh) -> bool:
+    """Whether the call in flight for ``item`` was due at ``at``: a first answer, or one
+    renewing an answer then older than its refresh."""
+    return item.answer is None or at - item.asked_before >= refresh[item.kind]

@@ -174,6 +174,8 @@ class TargetState:
         self.accounts: dict[str, tuple[str, ...]] = {}
         self.mailbox_function: str | None = None
         self.in_flight: Counter[Kind] = Counter()
+        # The items whose calls are in flight (a few: at most the bound's size).
+        self.flying: set[Item[Any]] = set()
         self.urgent_in_flight = 0
         self.epoch_start = -math.inf
         self.scraped_at = -math.inf
@@ -313,6 +315,7 @@ class TargetState:
         item.asked_before = item.attempted_at
         item.attempted_at = now
         self.in_flight[item.kind] += 1
+        self.flying.add(item)
         if urgent:
             self.urgent_in_flight += 1
 
@@ -394,6 +397,7 @@ class TargetState:
         abandoned call asked nothing: the item is as it was before."""
         item.in_flight = False
         self.in_flight[item.kind] -= 1
+        self.flying.discard(item)
         if abandoned:
             item.attempted_at = item.asked_before
         else:
