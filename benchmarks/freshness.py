@@ -845,16 +845,21 @@ async def drive(args: argparse.Namespace) -> None:
         tmp.cleanup()
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def server_arguments(p: argparse.ArgumentParser) -> None:
+    """The simulated server's size and call time, as both benchmarks take them."""
     p.add_argument("--users", type=int, default=1500, help="cPanel users (every tenth suspended)")
     p.add_argument("--addresses", type=int, default=5, help="addresses per user")
     p.add_argument("--folders", type=int, default=5, help="folders per mailbox")
     p.add_argument("--latency", type=float, default=0.1, help="median seconds per WHM call")
     p.add_argument("--spread", type=float, default=0.3, help="lognormal sigma of the call time")
     p.add_argument("--capacity", type=int, default=0, help="calls WHM serves at once (0: any)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    server_arguments(p)
     p.add_argument("--concurrency", type=int, default=8, help="max_concurrency (C)")
     p.add_argument("--interval", type=float, default=30.0, help="scrape interval, seconds")
     p.add_argument("--timeout", type=float, default=10.0, help="scrape timeout, seconds")

@@ -60,6 +60,7 @@ from freshness import (
     Spammer,
     covers,
     exporter_config,
+    server_arguments,
     sim_stats,
     start_simulator,
 )
@@ -480,12 +481,7 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--users", type=int, default=1500, help="cPanel users (every tenth suspended)")
-    p.add_argument("--addresses", type=int, default=5, help="addresses per user")
-    p.add_argument("--folders", type=int, default=5, help="folders per mailbox")
-    p.add_argument("--latency", type=float, default=0.1, help="median seconds per WHM call")
-    p.add_argument("--spread", type=float, default=0.3, help="lognormal sigma of the call time")
-    p.add_argument("--capacity", type=int, default=0, help="calls WHM serves at once (0: any)")
+    server_arguments(p)
     p.add_argument("--cores", type=int, default=0, help="the simulator's cores (0: no limit)")
     p.add_argument("--concurrency", type=int, default=8, help="max_concurrency (C)")
     p.add_argument("--load-budget", type=float, default=None, help="default: the module's")

@@ -892,17 +892,11 @@ def test_a_failed_outsider_is_asked_again_only_while_hot() -> None:
     assert schedule.next_item(state, 21.0, refresh) == (nobody, True)
 
 
-def test_a_user_the_include_filter_leaves_out_gets_nothing() -> None:
-    state = state_for(discovery={"include_users": ["alice|bob|carol"]})
-    discovered(state, 1.0)
-    answer(state, state.totals["1h"], {**SENDING, "nobody": 800}, 100.0)
-    assert ("nobody", "1h") not in state.senders
-    assert state.listaccts is not None
-    assert not state.listaccts.early
-
-
-def test_a_user_outside_the_user_filters_gets_nothing() -> None:
-    state = state_for(discovery={"exclude_users": ["nobody"]})
+@pytest.mark.parametrize(
+    "users", [{"include_users": ["alice|bob|carol"]}, {"exclude_users": ["nobody"]}]
+)
+def test_a_user_outside_the_user_filters_gets_nothing(users: dict[str, list[str]]) -> None:
+    state = state_for(discovery=users)
     discovered(state, 1.0)
     answer(state, state.totals["1h"], {**SENDING, "nobody": 800}, 2.0)
     assert ("nobody", "1h") not in state.senders
