@@ -351,3 +351,55 @@ def test_the_spam_signal_load_is_its_time_over_about_a_window() -> None:
     assert pace.signal_load(0.0) == pytest.approx(12.0 / WINDOW)
     # It fades: after a window, to a third or so.
     assert pace.signal_load(WINDOW) == pytest.approx(12.0 / WINDOW / math.e)
+
+
+def seeded(at: float = 0.0) -> Backoff:
+    """A back-off whose mailbox calls usually take 1 s, learned from calls all at ``at``."""
+    backoff = Backoff(8)
+    for _ in range(SAMPLES):
+        backoff.observe(MAILBOX, 1.0, at, struggling=False)
+    assert backoff.baseline(MAILBOX) == 1.0
+    return backoff
+
+
+def calls(backoff: Backoff, seconds: float, *times: float) -> None:
+    for now in times:
+        backoff.observe(MAILBOX, seconds, now, struggling=False)
+
+
+def test_a_window_is_judged_once_it_spans_its_seconds_and_the_next_starts_then() -> None:
+    backoff = seeded()
+    calls(backoff, 1.0, 10.0, 11.0, 12.0, 13.0)
+    calls(backoff, 1.0, 10.0 + WINDOW_SECONDS)  # five calls over exactly WINDOW_SECONDS
+    assert backoff.limit == 8
+    # The next window began when the last was judged (15 s), not at its first call (19 s).
+    calls(backoff, 4.0, 19.0, 20.0, 21.0, 22.0)
+    assert backoff.limit == 8
+    calls(backoff, 4.0, 23.0)
+    assert backoff.limit == 4
+
+
+def test_a_window_at_exactly_the_tolerance_is_well() -> None:
+    # Calls at the baseline's own moment leave it where it is: every ratio is exactly 2.
+    backoff = seeded(at=10.0)
+    backoff.observe(MAILBOX, 30.0, 10.0, struggling=True)
+    assert backoff.limit == 4
+    calls(backoff, 2.0, 10.0, 10.0, 10.0, 10.0, 10.0 + RECOVERY)
+    assert backoff.recent == TOLERANCE
+    assert backoff.limit == 5
+
+
+def test_the_recovery_waits_its_period_after_a_cut_even_within_a_window() -> None:
+    backoff = seeded()
+    backoff.observe(MAILBOX, 30.0, 10.0, struggling=True)
+    assert backoff.limit == 4
+    # A well window judged exactly RECOVERY after the cut: one step up.
+    calls(backoff, 1.0, 10.0, 11.0, 12.0, 13.0, 15.0)
+    assert backoff.limit == 5
+    calls(backoff, 1.0, 16.0, 17.0, 18.0, 19.0)
+    backoff.observe(MAILBOX, 30.0, 19.5, struggling=True)
+    assert backoff.limit == 2
+    # The window under way when WHM failed ends well half a second later: no step up yet.
+    calls(backoff, 1.0, 20.0)
+    assert backoff.recent == pytest.approx(1.0, rel=0.01)
+    assert backoff.limit == 2

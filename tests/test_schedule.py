@@ -536,6 +536,9 @@ def test_work_that_exactly_fits_before_the_deadline_is_waited_for() -> None:
     assert mailboxes == 7
     # One call less of room: it cannot fit, answer now.
     assert schedule.answer_now(state, 2.0, 3.5, refresh, call_seconds=0.25, concurrency=1)
+    # A call in flight counts once, as one of the seven.
+    state.start(next(iter(state.mailboxes.values())), 2.0, urgent=False)
+    assert not schedule.answer_now(state, 2.0, 3.75, refresh, call_seconds=0.25, concurrency=1)
 
 
 def test_nothing_is_asked_before_the_first_probe() -> None:

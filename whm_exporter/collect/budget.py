@@ -207,9 +207,7 @@ class Pace:
     def signal_load(self, now: float) -> float:
         """WHM time per second the spam signal spends, over about a WINDOW: what the budget
         has left for refreshing is the rest."""
-        spent, at = self._signal
-        if at == -math.inf:
-            return 0.0
+        spent, at = self._signal  # nothing spent yet: 0 at any time
         return spent * math.exp(-max(0.0, now - at) / WINDOW) / WINDOW
 
     def refresh_allowed(self, now: float) -> bool:
