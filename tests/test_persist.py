@@ -48,7 +48,7 @@ def describe(state: TargetState) -> dict[str, Any]:
         "outside": sorted(key(i) for i in state.outside),
         "listed": state.listed,
         "early": state.listaccts is not None and state.listaccts.early,
-        "in_flight": sum(state.in_flight.values()),
+        "in_flight": len(state.in_flight),
         "items": {
             key(i): (i.answer, i.answered_at, i.attempted_at, i.last_ok, i.basis)
             for i in _items(state)

@@ -131,7 +131,7 @@ class Collection:
 
     def pending(self) -> bool:
         """Whether calls are in flight or items may still be asked in this round."""
-        in_flight = any(self.state.in_flight.values())
+        in_flight = bool(self.state.in_flight)
         return in_flight or schedule.count_eligible(self.state, self._clock(), self.refresh, 1) > 0
 
     def _changed(self, *, urgent: bool = True) -> None:

@@ -111,7 +111,9 @@ def next_item(
     lanes = state.lanes
     # `function: auto` asks one account first: a server without the list form then costs one
     # failed call, not one per account.
-    learning = state.mailbox_function is None and state.in_flight[Kind.MAILBOX] > 0
+    learning = state.mailbox_function is None and any(
+        i.kind is Kind.MAILBOX for i in state.in_flight
+    )
     senders_first = not totals_usable(state)
     if senders_first:
         # Right after the user list: the senders are all there is of the spam signal (within
@@ -149,7 +151,7 @@ def first_answers_pending(state: TargetState) -> bool:
     """Whether an item never answered may still be asked in this round, or is being asked
     (a user's addresses bring its mailboxes): such items use the whole bound, not the budget's
     pace."""
-    if any(item.answer is None for item in state.flying):
+    if any(item.answer is None for item in state.in_flight):
         return True
     epoch = state.epoch_start
     for key in _FIRST_TIME_LANES:
@@ -210,7 +212,7 @@ def answer_now(
     if not spam_signal_fresh(state, now, refresh):
         return False
     due = state.epoch_start
-    in_flight = sum(1 for item in state.flying if _was_due(item, due, refresh))
+    in_flight = sum(1 for item in state.in_flight if _was_due(item, due, refresh))
     if in_flight == 0 and count_eligible(state, due, refresh, 1) == 0:
         return True  # all done
     if call_seconds is None:

@@ -173,9 +173,8 @@ class TargetState:
         # The users scraped and their accounts (explicit, discovered, main mailbox).
         self.accounts: dict[str, tuple[str, ...]] = {}
         self.mailbox_function: str | None = None
-        self.in_flight: Counter[Kind] = Counter()
         # The items whose calls are in flight (a few: at most the bound's size).
-        self.flying: set[Item[Any]] = set()
+        self.in_flight: set[Item[Any]] = set()
         self.urgent_in_flight = 0
         self.epoch_start = -math.inf
         self.scraped_at = -math.inf
@@ -314,8 +313,7 @@ class TargetState:
         item.early = False
         item.asked_before = item.attempted_at
         item.attempted_at = now
-        self.in_flight[item.kind] += 1
-        self.flying.add(item)
+        self.in_flight.add(item)
         if urgent:
             self.urgent_in_flight += 1
 
@@ -396,8 +394,7 @@ class TargetState:
         """``item``'s call is over (answered, failed or abandoned): back into a lane. An
         abandoned call asked nothing: the item is as it was before."""
         item.in_flight = False
-        self.in_flight[item.kind] -= 1
-        self.flying.discard(item)
+        self.in_flight.discard(item)
         if abandoned:
             item.attempted_at = item.asked_before
         else:
