@@ -471,3 +471,43 @@ async def test_a_disk_that_refuses_is_counted_logged_once_and_collection_goes_on
             lambda: "kept state written again" in caplog.text, "every target written again"
         )
         assert await successes() >= before + 2
+
+
+async def test_a_capture_that_raises_is_counted_logged_once_and_the_writer_goes_on(
+    start_whm, kept, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch
+) -> None:
+    whm: WHM = await start_whm(DATASET)
+    with caplog.at_level(logging.INFO, logger="whm_exporter.storage"):
+        running = await kept(_two_targets(whm.url), interval=0.05)
+        broken = running.exporter.targets["t"].state
+        capture = storage.persist.capture
+
+        def failing(state: Any, identity: str, offset: float) -> Any:
+            if state is broken:
+                raise RuntimeError("capture broke")
+            return capture(state, identity, offset)
+
+        monkeypatch.setattr(storage.persist, "capture", failing)
+        await whole(running, "t")
+        await whole(running, "u")
+
+        def count(result: str) -> float:
+            found = running.exporter.metrics.registry.get_sample_value(
+                "whm_exporter_state_writes_total", {"result": result}
+            )
+            return found or 0
+
+        # Several rounds failed on "t": the writer outlived the first; "u" was written.
+        await wait_until(lambda: count("error") >= 3, "failed captures to be counted")
+        assert [f.name for f in state_files(tmp_path)] == [storage.file_name("u")]
+        refused = [r for r in caplog.records if r.getMessage().startswith("cannot write")]
+        assert len(refused) == 1, [r.getMessage() for r in refused]
+        assert refused[0].__dict__["target"] == "t"
+        assert "capture broke" in caplog.text
+        # Mended: the next round writes "t" too.
+        monkeypatch.setattr(storage.persist, "capture", capture)
+        await wait_until(
+            lambda: storage.file_name("t") in {f.name for f in state_files(tmp_path)},
+            "t's state written",
+        )
+        await wait_until(lambda: "kept state written again" in caplog.text, "the recovery logged")

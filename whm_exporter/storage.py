@@ -18,7 +18,8 @@ previous snapshot or the new one, whole. Files are 0600 and a directory the expo
 aside (``NAME.state.corrupt-<UTC time>``, for the operator to look at or delete) and that target
 starts cold. A write that fails (a read-only or full disk) is counted in
 ``whm_exporter_state_writes_total{result="error"}`` and logged once per problem; collection goes
-on, and the next round tries again.
+on, and the next round tries again. So does one whose state cannot be captured (a bug): the
+other targets are written all the same.
 """
 
 from __future__ import annotations
@@ -331,8 +332,12 @@ class Keeper:
         the event loop (references only); encoding, compressing and writing run in a thread."""
         async with self._lock:
             for name, identity, state in targets:
-                taken = persist.capture(state, identity, time.time() - time.monotonic())
-                fingerprint = taken.fingerprint()
+                try:
+                    taken = persist.capture(state, identity, time.time() - time.monotonic())
+                    fingerprint = taken.fingerprint()
+                except Exception as err:  # a bug here must not end the writer of every target
+                    self._failed(name, err)
+                    continue
                 unknown = not taken.rows and name not in self._written
                 if unknown or self._written.get(name) == fingerprint:
                     # Unchanged (or nothing learned yet): let the loop run before the next
@@ -364,4 +369,6 @@ class Keeper:
             "cannot write the kept state; collection goes on, and a restart would start from"
             " the last state written",
             extra={"target": name, "path": str(self.directory), "err": problem},
+            # Anything but the disk's refusal is a bug: where it happened is worth the lines.
+            exc_info=None if isinstance(err, OSError) else err,
         )
