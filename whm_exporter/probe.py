@@ -112,15 +112,7 @@ def snapshot(
         listed = next(iter(served.take([state.listaccts], Kind.LISTACCTS.value, forever)), {})
         pops = served.take(state.pops.values(), module.discovery.function, forever)
         discovery_done = state.listaccts.answer is not None and len(pops) == len(state.pops)
-        disk = [
-            DiskSample(
-                user, mailbox.address if not mailbox.main else user, mailbox.used, mailbox.quota
-            )
-            for user, item in state.pops.items()
-            if item.answer is not None and now - item.answered_at <= module.mailboxes.max_age
-            for mailbox in item.answer.disk
-            if (mailbox.address if not mailbox.main else user) in users[user]
-        ]
+        disk = _disk(state, now)
     dropped: Counter[str] = Counter()
     mailboxes: list[Kept[MailboxSample]] = []
     if module.mailboxes.enabled:
@@ -204,6 +196,23 @@ def snapshot(
         dropped=dict(dropped),
         log=list(tally.log),
     )
+
+
+def _disk(state: TargetState, now: float) -> list[DiskSample]:
+    """Disk use of each account kept (the main mailbox under its user's name), from the
+    discovery answers within ``mailboxes.max_age``, in WHM's order."""
+    max_age = state.module.mailboxes.max_age
+    samples: list[DiskSample] = []
+    for user, item in state.pops.items():
+        if item.answer is None or now - item.answered_at > max_age:
+            continue
+        # A set, not the tuple: a user may have thousands of addresses.
+        kept = set(state.accounts[user])
+        for mailbox in item.answer.disk:
+            account = user if mailbox.main else mailbox.address
+            if account in kept:
+                samples.append(DiskSample(user, account, mailbox.used, mailbox.quota))
+    return samples
 
 
 def _limits(user: str, max_emails: bool, max_defer_fail: bool) -> tuple[LimitSample, LimitSample]:
