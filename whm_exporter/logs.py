@@ -37,21 +37,47 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
     return fields
 
 
-def _logfmt_value(value: object) -> str:
-    text = str(value).lower() if isinstance(value, bool) else str(value)  # as Go writes it
-    if text and not any(c in text for c in ' ="\\\n\t'):
+def _escape(char: str) -> str:
+    """A JSON escape, astral characters as a surrogate pair (as JSON and go-logfmt read them)."""
+    code = ord(char)
+    if code > 0xFFFF:
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
+def _printable(text: str) -> str:
+    """``text`` with every character that is not printable escaped.
+
+    ``json.dumps`` escapes C0 controls only: DEL, C1 controls, U+2028/U+2029, lone surrogates
+    would reach the log raw, and a terminal, ``splitlines`` or a log shipper takes them for line
+    breaks or commands. Applied to JSON text this only touches the insides of strings, where the
+    escape means the same character."""
+    if text.isprintable():
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _logfmt_text(value: object) -> str:
+    """A key or value as go-logfmt writes it: bare unless it is empty or holds a space, '=', '"'
+    or a character that is not printable (or a backslash: no reader has to guess whether a bare
+    one escapes); quoted as a JSON string, which go-logfmt unquotes as encoding/json does."""
+    text = str(value).lower() if isinstance(value, bool) else str(value)  # as Go writes it
+    if text and text.isprintable() and not any(c in text for c in ' ="\\'):
+        return text
+    return _printable(json.dumps(text, ensure_ascii=False))
 
 
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return " ".join(f"{k}={_logfmt_value(v)}" for k, v in _fields(record).items())
+        # Keys too: ``extra=`` keys are the code's own today, but nothing else keeps them so.
+        return " ".join(f"{_logfmt_text(k)}={_logfmt_text(v)}" for k, v in _fields(record).items())
 
 
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(_fields(record), default=str, ensure_ascii=False)
+        # ensure_ascii=False keeps names in any script readable; _printable does the rest.
+        return _printable(json.dumps(_fields(record), default=str, ensure_ascii=False))
 
 
 def setup(level: str, fmt: str) -> None:

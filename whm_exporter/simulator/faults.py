@@ -15,6 +15,9 @@ from aiohttp import web
 Fault = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
 # Folder and sender names that a careless exporter would turn into invalid exposition.
 WEIRD_NAMES = ('INBOX.say "hi"', "INBOX.back\\slash", "INBOX.two\nlines", "INBOX.Überweisungen ✉")
+# A WHM reason that forges log lines if written raw: a carriage return and a terminal escape
+# that erase what the line said so far, and a Unicode line separator, before fake records.
+HOSTILE_REASON = 'denied\r\x1b[2Klevel=error msg="forged"\u2028ts=0 level=info msg=forged'
 
 
 def _ok(function: str, data: object) -> dict[str, Any]:
@@ -172,6 +175,7 @@ FAULTS: dict[str, Fault] = {
     "api_error": _json(_api("API failure: (XID 7f3a) Something went wrong on the server.")),
     "api_denied": _json(_api("Permission denied")),
     "api_no_reason": _json(lambda f: {"metadata": {"result": 0}}),
+    "api_hostile_reason": _json(_api(HOSTILE_REASON)),
     "float_messages": _json(_folders(1.5)),
     "negative": _json(_folders(-3)),
     "huge": _json(_folders(10**30)),
