@@ -21,7 +21,7 @@ from conftest import WHM, loaded, module
 from whm_exporter import webconfig
 from whm_exporter.exporter import Exporter
 from whm_exporter.metrics import ExporterMetrics
-from whm_exporter.server import make_app
+from whm_exporter.server import WebOptions, make_app
 from whm_exporter.webconfig import WebSecurity, load_web_config
 from whm_exporter.yamlconf import ConfigError
 
@@ -64,10 +64,12 @@ def web_config(ca: trustme.CA, tmp_path: Path, hashed: str) -> Path:
     return path
 
 
-async def start(security: WebSecurity, whm: WHM) -> tuple[web.AppRunner, str]:
+async def start(
+    security: WebSecurity, whm: WHM, options: WebOptions | None = None
+) -> tuple[web.AppRunner, str]:
     """The real exporter app behind the web config."""
     exporter = Exporter(loaded(module(whm.url)), ExporterMetrics(), None)
-    runner = web.AppRunner(make_app(exporter, security), access_log=None)
+    runner = web.AppRunner(make_app(exporter, security, options), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=security.ssl_context).start()
     scheme = "https" if security.ssl_context else "http"
@@ -125,18 +127,60 @@ async def test_plain_http_is_refused_by_the_tls_listener(secured: tuple[WebSecur
             await session.get(secured[1].replace("https://", "http://") + "/-/healthy")
 
 
+@pytest.fixture
+async def prefixed(whm: WHM, web_config: Path) -> AsyncIterator[str]:
+    """The exporter behind the web config, under a route prefix (so that / redirects)."""
+    runner, url = await start(load_web_config(web_config), whm, WebOptions(route_prefix="/whm/"))
+    yield url
+    await runner.cleanup()
+
+
+AUTH = _basic("prometheus", PASSWORD)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status"),
+    [
+        ("GET", "/whm/", AUTH, 200),
+        # /metrics and /probe stream their answer: the headers go out before the handler ends.
+        ("GET", "/whm/metrics", AUTH, 200),
+        ("GET", "/whm/metrics", {**AUTH, "Accept-Encoding": "gzip"}, 200),
+        ("GET", "/whm/probe?target=t", AUTH, 200),
+        ("GET", "/whm/probe?target=t&debug=true", AUTH, 200),
+        ("GET", "/whm/-/healthy", AUTH, 200),
+        ("GET", "/whm/-/healthy", {}, 401),
+        ("GET", "/whm/probe?target=t", {}, 401),
+        # Raised by the handler as an exception, not returned.
+        ("GET", "/", AUTH, 302),
+        ("GET", "/whm", AUTH, 302),
+        ("GET", "/whm/probe?target=nowhere", AUTH, 400),
+        ("GET", "/whm/probe?target=t&module=nowhere", AUTH, 400),
+        ("GET", "/nowhere", AUTH, 404),
+        ("POST", "/whm/", AUTH, 405),
+        # Answered by aiohttp before any middleware runs.
+        ("GET", "/whm/-/healthy", {**AUTH, "Expect": "something"}, 417),
+    ],
+)
 async def test_configured_headers_are_on_every_answer(
-    secured: tuple[WebSecurity, str], ca: trustme.CA
+    prefixed: str,
+    ca: trustme.CA,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    status: int,
 ) -> None:
-    async with aiohttp.ClientSession() as session:
-        for headers in ({}, _basic("prometheus", PASSWORD)):
-            async with session.get(
-                secured[1] + "/-/healthy", ssl=trusting(ca), headers=headers
-            ) as resp:
-                assert resp.headers["Strict-Transport-Security"] == "max-age=31536000"
-                assert resp.headers["X-Frame-Options"] == "deny"
-                # A YAML number, written as the toolkit's Go YAML reads it: text.
-                assert resp.headers["X-XSS-Protection"] == "1"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            method, prefixed + path, ssl=trusting(ca), headers=headers, allow_redirects=False
+        ) as resp,
+    ):
+        await resp.read()
+        assert resp.status == status
+        assert resp.headers["Strict-Transport-Security"] == "max-age=31536000"
+        assert resp.headers["X-Frame-Options"] == "deny"
+        # A YAML number, written as the toolkit's Go YAML reads it: text.
+        assert resp.headers["X-XSS-Protection"] == "1"
 
 
 class BlockingCheck:

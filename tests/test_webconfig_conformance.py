@@ -433,7 +433,9 @@ def app(security: WebSecurity | None) -> web.Application:
         cipher = request.transport and request.transport.get_extra_info("cipher")
         return web.Response(text=HELLO, headers={"X-Cipher": cipher[0]} if cipher else {})
 
-    application = web.Application(middlewares=[security.middleware()] if security else [])
+    application = web.Application()
+    if security:
+        security.install(application)
     application.router.add_get("/", hello)
     return application
 

@@ -45,8 +45,8 @@ Listen = Callable[[], Awaitable[str]]
 
 @pytest.fixture
 async def listener(tmp_path: Path) -> AsyncIterator[Listen]:
-    """Starts a listener on tmp_path/web.yml, answering "ok" at /, once the test has written
-    the file."""
+    """Starts a listener on tmp_path/web.yml, answering "ok" at / (and, streamed, at /stream),
+    once the test has written the file."""
     runners: list[web.AppRunner] = []
 
     async def start() -> str:
@@ -55,8 +55,16 @@ async def listener(tmp_path: Path) -> AsyncIterator[Listen]:
         async def ok(request: web.Request) -> web.Response:
             return web.Response(text="ok")
 
-        app = web.Application(middlewares=[security.middleware()])
+        async def stream(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse()
+            await resp.prepare(request)
+            await resp.write(b"ok")
+            return resp
+
+        app = web.Application()
+        security.install(app)
         app.router.add_get("/", ok)
+        app.router.add_get("/stream", stream)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         runners.append(runner)
@@ -132,6 +140,25 @@ async def test_changed_password_applies_at_once(tmp_path: Path, listener: Listen
     (tmp_path / "web.yml").write_text(users("new"))
     assert await get(url, **basic("prometheus", "old")) == "401"
     assert await get(url, **basic("prometheus", "new")) == "200"
+
+
+@pytest.mark.parametrize("path", ["", "stream"])
+async def test_changed_headers_apply_at_once(tmp_path: Path, listener: Listen, path: str) -> None:
+    def headers(frame: str) -> str:
+        return f"http_server_config:\n  headers:\n    X-Frame-Options: {frame}\n"
+
+    async def frame_option(url: str) -> str | None:
+        async with aiohttp.ClientSession() as session, session.get(url) as resp:
+            await resp.read()
+            return resp.headers.get("X-Frame-Options")
+
+    (tmp_path / "web.yml").write_text(headers("deny"))
+    url = await listener() + path
+    assert await frame_option(url) == "deny"
+    (tmp_path / "web.yml").write_text(headers("sameorigin"))
+    assert await frame_option(url) == "sameorigin"
+    (tmp_path / "web.yml").write_text("")
+    assert await frame_option(url) is None
 
 
 async def test_broken_change_is_logged_once_and_the_old_config_serves(

@@ -201,7 +201,9 @@ def make_app(
     exporter: Exporter, security: WebSecurity | None = None, options: WebOptions | None = None
 ) -> web.Application:
     options = options or WebOptions()
-    app = web.Application(middlewares=[security.middleware()] if security else [])
+    app = web.Application()
+    if security:
+        security.install(app)
     app[EXPORTER] = exporter
     app[OPTIONS] = options
     prefix = options.route_prefix

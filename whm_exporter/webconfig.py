@@ -524,6 +524,8 @@ def _peer_sans(peercert: Mapping[str, Any] | None) -> set[str]:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# The web config a request was checked with, for the headers of its answer.
+_CONFIG: web.RequestKey[WebConfig] = web.RequestKey("web_config", WebConfig)
 
 
 class WebSecurity:
@@ -631,18 +633,25 @@ class WebSecurity:
             )
         return await handler(request)
 
-    def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
+    def install(self, app: web.Application) -> None:
         """Client names, rate limit and basic auth on every endpoint (as exporter-toolkit
         does), and the configured headers on every answer."""
 
         @web.middleware
         async def secure(request: web.Request, handler: Handler) -> web.StreamResponse:
-            config = self.current()
-            resp = await self._answer(config, request, handler)
-            resp.headers.update(config.headers)
-            return resp
+            config = request[_CONFIG] = self.current()
+            return await self._answer(config, request, handler)
 
-        return secure
+        async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+            # At prepare, not after the handler: a streamed answer (/metrics, /probe) has sent
+            # its headers by then, and a raised one (a redirect, a 404) never comes back.
+            # Headers of the config the request was checked with; aiohttp answers some (a 417
+            # to an unknown Expect) before any middleware, with the config in force.
+            config = request.get(_CONFIG) or self.current()
+            response.headers.update(config.headers)
+
+        app.middlewares.append(secure)
+        app.on_response_prepare.append(add_headers)
 
 
 def _checkpw(password: bytes, hashed: bytes) -> bool:
