@@ -197,6 +197,13 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}</style></head>
     return web.Response(text=page, content_type="text/html")
 
 
+async def _without_banner(request: web.Request, response: web.StreamResponse) -> None:
+    """No Server header, as the Go exporters: aiohttp's names the Python and aiohttp versions,
+    a gift to a scanner. (A request too malformed to route still gets it: aiohttp answers
+    those before any hook of the app.)"""
+    response.headers.popall("Server", None)
+
+
 def make_app(
     exporter: Exporter, security: WebSecurity | None = None, options: WebOptions | None = None
 ) -> web.Application:
@@ -204,6 +211,7 @@ def make_app(
     app = web.Application()
     if security:
         security.install(app)
+    app.on_response_prepare.append(_without_banner)
     app[EXPORTER] = exporter
     app[OPTIONS] = options
     prefix = options.route_prefix

@@ -1,0 +1,70 @@
+"""What every answer of the exporter's listener carries, whichever endpoint or error made it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import bcrypt
+import pytest
+from aiohttp import web
+from conftest import WHM, loaded, module
+
+from whm_exporter.exporter import Exporter
+from whm_exporter.metrics import ExporterMetrics
+from whm_exporter.server import WebOptions, make_app
+from whm_exporter.webconfig import WebSecurity, load_web_config
+
+
+@pytest.fixture(params=["open", "basic auth"])
+async def exporter_url(
+    request: pytest.FixtureRequest, whm: WHM, tmp_path: Path
+) -> AsyncIterator[str]:
+    """The exporter under a route prefix (so that / redirects), with no web config or with
+    basic auth (so that every answer but the 401 is an error)."""
+    security: WebSecurity | None = None
+    if request.param == "basic auth":
+        hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+        (tmp_path / "web.yml").write_text(f"basic_auth_users:\n  prometheus: '{hashed}'\n")
+        security = load_web_config(tmp_path / "web.yml")
+    exporter = Exporter(loaded(module(whm.url)), ExporterMetrics(), None)
+    app = make_app(exporter, security, WebOptions(route_prefix="/whm/"))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("GET", "/whm/", {}),
+        ("GET", "/whm/metrics", {}),
+        ("GET", "/whm/metrics", {"Accept-Encoding": "gzip"}),
+        ("GET", "/whm/probe?target=t", {}),
+        ("GET", "/whm/probe?target=t&debug=true", {}),
+        ("GET", "/whm/-/healthy", {}),
+        ("GET", "/whm/-/ready", {}),
+        ("POST", "/whm/-/reload", {}),
+        ("GET", "/", {}),
+        ("GET", "/whm", {}),
+        ("GET", "/whm/probe?target=nowhere", {}),
+        ("GET", "/nowhere", {}),
+        ("POST", "/whm/", {}),
+        ("GET", "/whm/-/healthy", {"Expect": "something"}),
+    ],
+)
+async def test_no_answer_names_the_runtime(
+    exporter_url: str, method: str, path: str, headers: dict[str, str]
+) -> None:
+    # As the Go exporters: no Server header, so no versions for a scanner to match.
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            method, exporter_url + path, headers=headers, allow_redirects=False
+        ) as resp,
+    ):
+        await resp.read()
+        assert "Server" not in resp.headers, resp.headers["Server"]
