@@ -33,28 +33,19 @@ import math
 import os
 import platform
 import resource
-import socket
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness import ROOT, spawn_simulator
 
 TOKEN = "bench-token"
 OPENMETRICS = "application/openmetrics-text;version=1.0.0"
 # The allocator reaches its working size over the first probes; growth is counted after them.
 SOAK_WARMUP = 10
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _rss_mb() -> float:
@@ -329,37 +320,12 @@ def _side(args: argparse.Namespace) -> None:
 
 
 def _start_simulator(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    proc = subprocess.Popen(
+    return spawn_simulator(
         [
-            sys.executable,
-            "-m",
-            "whm_exporter.simulator",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--token",
-            TOKEN,
-            "--accounts",
-            str(args.accounts),
-            "--users",
-            str(args.users),
-            "--folders",
-            str(args.folders),
-            "--latency",
-            str(args.latency),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
+            *("--token", TOKEN, "--accounts", str(args.accounts), "--users", str(args.users)),
+            *("--folders", str(args.folders), "--latency", str(args.latency)),
+        ]
     )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            _sim_stats(url)
-            return proc, url
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the simulator did not start")
 
 
 def _run_side(

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from freshness import (
+from harness import (
     MAILBOX,
     SPAMMER_RATE,
     TOTALS,
@@ -389,7 +389,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
         f" {WINDOW / s:g}s here)",
         flush=True,
     )
-    exporter = Exporter.start(config, Path(tmp.name), "exporter")
+    exporter = Exporter.with_config(config, Path(tmp.name), "exporter")
     try:
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as session:

@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,16 +39,12 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from freshness import (
+from harness import (
     MAILBOX,
-    ROOT,
-    TOKEN,
     Exporter,
     Probe,
     Scraper,
     Server,
-    _free_port,
-    _wait_for,
     exporter_config,
     sim_stats,
     start_simulator,
@@ -59,24 +54,8 @@ DISCOVERY = ("listaccts", "list_pops_for")
 
 
 def start_exporter(config_path: Path, storage: Path | None, log: Path) -> Exporter:
-    port = _free_port()
-    argv = [
-        *(sys.executable, "-m", "whm_exporter", "--config.file", str(config_path)),
-        *("--web.listen-address", f"127.0.0.1:{port}"),
-    ]
-    if storage is not None:
-        argv.append(f"--storage.path={storage}")
-    with log.open("ab") as err:
-        proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            env={**os.environ, "WHM_BENCH_TOKEN": TOKEN},
-        )
-    url = f"http://127.0.0.1:{port}"
-    _wait_for(f"{url}/-/healthy", proc, "exporter")
-    return Exporter(proc, url, log)
+    extra = () if storage is None else (f"--storage.path={storage}",)
+    return Exporter.start(config_path, log, extra)
 
 
 @dataclass
