@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from whm_exporter import cli
 from whm_exporter.config import TargetConfig, build_config, load_config
+from whm_exporter.whm.client import _snippet
 from whm_exporter.yamlconf import ConfigError
 
 ROOT = Path(__file__).parent.parent
@@ -153,6 +154,42 @@ def test_token_file_is_read_and_stripped(tmp_path: Path) -> None:
     assert m.secret.get_secret_value() == TOKEN
     missing = problems({"modules": {"m": {"token_file": str(tmp_path / "absent")}}})
     assert missing[0].startswith("modules.m.token_file: cannot read")
+
+
+@pytest.mark.parametrize("token", ["", "   ", "\n", " \t\r\n"])
+def test_an_empty_token_is_an_error_naming_its_key(tmp_path: Path, token: str) -> None:
+    """Whichever way it is given: an empty token would be sent, refused by WHM at every call,
+    and would make every snippet's redaction replace the empty string everywhere."""
+    path = tmp_path / "token"
+    path.write_text(token)
+    assert problems({"modules": {"m": {"token": token}}}) == ["modules.m.token: the token is empty"]
+    assert problems({"modules": {"m": {"token_env": "T"}}}, {"T": token}) == [
+        "modules.m.token_env: environment variable T is empty"
+    ]
+    assert problems({"modules": {"m": {"token_file": str(path)}}}) == [
+        f"modules.m.token_file: {path} is empty"
+    ]
+
+
+def test_config_check_refuses_an_empty_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text('modules:\n  default:\n    token: ""\n')
+    assert cli.main(["--config.check", "--config.file", str(path)]) == 1
+    assert "modules.default.token: the token is empty" in capsys.readouterr().err
+
+
+def test_an_inline_token_is_stripped_as_the_other_sources_are() -> None:
+    loaded = build_config({"modules": {"m": {"token": f" {TOKEN}\n"}}}, {})
+    assert loaded.config.modules["m"].secret.get_secret_value() == TOKEN
+
+
+def test_an_empty_secret_redacts_nothing() -> None:
+    # Defence in depth behind the check above: replacing "" would put <token> between every
+    # two characters of a logged snippet.
+    assert _snippet(b'{"ok"', "") == repr('{"ok"')
+    assert _snippet(b"a " + TOKEN.encode(), TOKEN) == repr("a <token>")
 
 
 def test_inline_token_is_warned_and_never_shown() -> None:

@@ -265,25 +265,28 @@ def _unknown_module_refs(data: Mapping[str, Any]) -> list[str]:
 
 
 def _read_secret(name: str, module: ModuleConfig, env: Mapping[str, str]) -> tuple[str, str]:
-    """The token and a problem text (empty when fine), never echoing the token."""
+    """The token and a problem text (empty when fine), never echoing the token. Whatever its
+    source, it is stripped, and an empty one is refused: it would be sent, and refused, at every
+    call."""
     where = f"modules.{name}"
     if module.token is not None:
-        return module.token.get_secret_value(), ""
-    if module.token_env is not None:
-        value = env.get(module.token_env, "").strip()
-        if not value:
+        value, source = module.token.get_secret_value(), f"{where}.token: the token"
+    elif module.token_env is not None:
+        if module.token_env not in env:
             return "", f"{where}.token_env: environment variable {module.token_env} is not set"
-        return value, ""
-    assert module.token_file is not None
-    try:
-        value = module.token_file.read_text(encoding="utf-8").strip()
-    except OSError as err:
-        return "", f"{where}.token_file: cannot read {module.token_file}: {err.strerror}"
-    except UnicodeDecodeError:
-        return "", f"{where}.token_file: {module.token_file} is not UTF-8 text"
-    if not value:
-        return "", f"{where}.token_file: {module.token_file} is empty"
-    return value, ""
+        value = env[module.token_env]
+        source = f"{where}.token_env: environment variable {module.token_env}"
+    else:
+        assert module.token_file is not None
+        try:
+            value = module.token_file.read_text(encoding="utf-8")
+        except OSError as err:
+            return "", f"{where}.token_file: cannot read {module.token_file}: {err.strerror}"
+        except UnicodeDecodeError:
+            return "", f"{where}.token_file: {module.token_file} is not UTF-8 text"
+        source = f"{where}.token_file: {module.token_file}"
+    value = value.strip()
+    return value, "" if value else f"{source} is empty"
 
 
 def _token_in_clear(url: str) -> bool:

@@ -158,6 +158,8 @@ def _tls_detail(err: BaseException) -> str:
 def _snippet(body: bytes, token: str) -> str:
     """The start of a body for a log line. The token is redacted before the cut, so that no part
     of it survives a cut through it."""
-    text = body.decode("utf-8", "replace").replace(token, "<token>")
+    text = body.decode("utf-8", "replace")
+    if token:  # config refuses an empty token; replacing "" would put <token> everywhere
+        text = text.replace(token, "<token>")
     text = text[:80].replace("\n", " ").strip()
     return repr(text) if text else "empty body"
