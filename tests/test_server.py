@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -68,3 +69,23 @@ async def test_no_answer_names_the_runtime(
     ):
         await resp.read()
         assert "Server" not in resp.headers, resp.headers["Server"]
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [b"NOT HTTP AT ALL\r\n\r\n", b"GET /whm/ HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n"],
+)
+async def test_a_request_too_malformed_to_route_names_no_runtime(
+    exporter_url: str, request_bytes: bytes
+) -> None:
+    # aiohttp answers these itself, before the app's hooks: its default Server header is the
+    # one it would name Python and aiohttp in.
+    host, port = exporter_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request_bytes)
+    await writer.drain()
+    head = (await reader.read(65536)).split(b"\r\n\r\n")[0].decode()
+    writer.close()
+    assert head.split(" ")[1] == "400", head
+    server = [line for line in head.split("\r\n") if line.lower().startswith("server:")]
+    assert server == ["Server: whm-exporter"], head

@@ -9,6 +9,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import aiohttp.web_response
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
@@ -199,9 +200,14 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}</style></head>
 
 async def _without_banner(request: web.Request, response: web.StreamResponse) -> None:
     """No Server header, as the Go exporters: aiohttp's names the Python and aiohttp versions,
-    a gift to a scanner. (A request too malformed to route still gets it: aiohttp answers
-    those before any hook of the app.)"""
+    a gift to a scanner."""
     response.headers.popall("Server", None)
+
+
+# A request too malformed to route (a garbage request line, a bad Content-Length) is answered
+# by aiohttp before any hook of the app runs, with the default it keeps in this module
+# variable: our own name there, without versions. If aiohttp renames it, test_server notices.
+aiohttp.web_response.SERVER_SOFTWARE = "whm-exporter"
 
 
 def make_app(
