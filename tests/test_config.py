@@ -171,6 +171,18 @@ def test_an_empty_token_is_an_error_naming_its_key(tmp_path: Path, token: str) -
     ]
 
 
+@pytest.mark.parametrize("token", ["ABC DEF", "ABC\nDEF", "ABC\x1bDEF", "ABC\u2028DEF"])
+def test_a_token_with_a_break_inside_is_an_error_naming_its_key(tmp_path: Path, token: str) -> None:
+    """A two-line token file would put a line break in the Authorization header of every call."""
+    path = tmp_path / "token"
+    path.write_text(token)
+    why = "holds a space, line break or control character"
+    assert problems({"modules": {"m": {"token": token}}}) == [f"modules.m.token: the token {why}"]
+    assert problems({"modules": {"m": {"token_file": str(path)}}}) == [
+        f"modules.m.token_file: {path} {why}"
+    ]
+
+
 def test_config_check_refuses_an_empty_token(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

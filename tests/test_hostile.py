@@ -32,6 +32,7 @@ CASES = [
     ("api_error", "api"),
     ("api_denied", "api"),
     ("api_no_reason", "api"),
+    ("api_hostile_reason", "api"),
     ("float_messages", "protocol"),
     ("negative", "protocol"),
     ("huge", "protocol"),

@@ -286,7 +286,13 @@ def _read_secret(name: str, module: ModuleConfig, env: Mapping[str, str]) -> tup
             return "", f"{where}.token_file: {module.token_file} is not UTF-8 text"
         source = f"{where}.token_file: {module.token_file}"
     value = value.strip()
-    return value, "" if value else f"{source} is empty"
+    if not value:
+        return "", f"{source} is empty"
+    # A token is one word (WHM's are 32 letters and digits): a space, line break or control
+    # character inside would break the Authorization header at every call.
+    if not value.isprintable() or any(c.isspace() for c in value):
+        return "", f"{source} holds a space, line break or control character"
+    return value, ""
 
 
 def _token_in_clear(url: str) -> bool:
