@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
-from conftest import WHM, Running, module, samples, series, value, wait_until
+from conftest import TOKEN, WHM, Running, module, samples, series, value, wait_until
 
 from whm_exporter.config import load_config
 from whm_exporter.exporter import Exporter
@@ -174,3 +174,78 @@ async def test_many_concurrent_scrapes_are_all_answered_and_whm_sees_one_probe(
     grown = tracemalloc.get_traced_memory()[0] - baseline
     tracemalloc.stop()
     assert grown < 2 * 1024 * 1024, grown
+
+
+def _naming(text: str, target: str) -> list[tuple[str, dict[str, str]]]:
+    """The series of the exporter's own /metrics whose target label is ``target``."""
+    return [
+        (name, dict(labels))
+        for (name, labels) in samples(text)
+        if dict(labels).get("target") == target
+    ]
+
+
+def _counted(text: str, target: str) -> set[tuple[str, frozenset[tuple[str, str]]]]:
+    """The series of calls and probes counted under ``target``."""
+    return {
+        (name, frozenset(labels.items()))
+        for name, labels in _naming(text, target)
+        if name != "whm_exporter_load_budget"
+    }
+
+
+async def test_a_reload_removes_the_series_of_what_it_removed(start_whm, from_file) -> None:
+    whm: WHM = await start_whm(SMALL)
+    unlisted = whm.url.replace("127.0.0.1", "localhost")
+    # Two modules on one server (one budget for both), and one that reaches unlisted hosts.
+    document = {
+        "modules": {
+            "a": {"token": TOKEN, "load_budget": 2},
+            "b": {"token": TOKEN, "load_budget": 1, "allowed_targets": ["localhost"]},
+        },
+        "targets": {"t": {"url": whm.url, "module": "a"}, "u": {"url": whm.url, "module": "b"}},
+    }
+    running, path = await from_file(document)
+    for target in ("t", "u", f"{unlisted}&module=b"):
+        assert value(await running.probe(target), "whm_up") == 1
+    _, before = await running.get("/metrics")
+    families = {
+        "whm_exporter_probes_total",
+        "whm_exporter_api_requests_total",
+        "whm_exporter_api_request_duration_seconds_count",
+    }
+    for label in ("t", "u", "b"):
+        assert families <= {name for name, _ in _counted(before, label)}, label
+    assert value(samples(before), "whm_exporter_load_budget", target="t") == 1
+    # "t" and its module go; "u" keeps the server, and "b" its unlisted hosts.
+    del document["targets"]["t"], document["modules"]["a"]
+    path.write_text(yaml.safe_dump(document))
+    assert await _post(running, "/-/reload") == 200
+    _, text = await running.get("/metrics")
+    assert _naming(text, "t") == []
+    for label in ("u", "b"):
+        assert _counted(text, label) == _counted(before, label), label
+    # The server's budget is "u"'s alone now. (An unlisted host's comes with its next probe.)
+    assert value(samples(text), "whm_exporter_load_budget", target="u") == 1
+    # Without allowed_targets no unlisted host counts under "b" any more.
+    del document["modules"]["b"]["allowed_targets"]
+    path.write_text(yaml.safe_dump(document))
+    assert await _post(running, "/-/reload") == 200
+    _, text = await running.get("/metrics")
+    assert _naming(text, "b") == []
+    assert _counted(text, "u") == _counted(before, "u")
+
+
+async def test_a_probe_in_flight_does_not_bring_back_its_removed_target(
+    start_whm, from_file
+) -> None:
+    slow: WHM = await start_whm(SMALL, latency=0.3)
+    running, path = await from_file(module(slow.url))
+    in_flight = asyncio.create_task(running.probe())
+    await wait_until(lambda: slow.sim.stats.in_flight > 0, "the probe's first call")
+    path.write_text(yaml.safe_dump(module(slow.url) | {"targets": {"v": {"url": slow.url}}}))
+    assert await _post(running, "/-/reload") == 200
+    assert value(await in_flight, "whm_up") == 1
+    _, text = await running.get("/metrics")
+    assert _naming(text, "t") == []
+    assert _naming(text, "v")

@@ -178,6 +178,9 @@ class Exporter:
                 )
             self.metrics.init_target(name)
             self.metrics.load_budget.labels(name).set(new[name].bound.pace.budget.rate)
+        # Unlisted hosts count under their module's name while it has allowed_targets.
+        unlisted = (name for name, m in config.modules.items() if m.allowed_targets)
+        self.metrics.keep_targets({*new, *unlisted})
         retired = [t for n, t in old.items() if new.get(n) is not t]
         retired += list(self._unlisted.values())
         self._unlisted.clear()
@@ -306,8 +309,7 @@ class Exporter:
     async def probe(self, target: Target, budget: float, *, look: bool = False) -> Snapshot:
         """Probe ``target`` within ``budget`` seconds (``look``: see probe.probe)."""
         snapshot = await probe(target, budget, look=look)
-        result = "success" if snapshot.up else "failure"
-        self.metrics.probes.labels(target.label, result).inc()
+        self.metrics.probed(target.label, snapshot.up)
         self.recent.appendleft(
             ProbeSummary(
                 target.name,

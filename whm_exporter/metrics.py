@@ -8,7 +8,7 @@ running app (never prometheus_client's global one).
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -218,6 +218,23 @@ def _mail_flow(s: Snapshot) -> list[Family]:
     ]
 
 
+_PROBE_RESULTS = ("success", "failure")
+
+
+class _TargetSeries:
+    """A target label's children of the API call families, made once: labels() takes a lock and
+    builds a key on every call, and a probe makes thousands. Also what to remove with it."""
+
+    __slots__ = ("durations", "removed", "requests")
+
+    def __init__(self) -> None:
+        self.durations: dict[str, Histogram] = {}
+        self.requests: dict[tuple[str, str], Counter] = {}
+        # Set when a reload removed the label: the calls of its probes still in flight must
+        # not make its series again.
+        self.removed = False
+
+
 class ExporterMetrics:
     """The exporter's own metrics, served on /metrics."""
 
@@ -275,18 +292,28 @@ class ExporterMetrics:
             "When the configuration was last loaded successfully.",
             registry=self.registry,
         )
+        # The target labels in use (configured targets, and the modules unlisted hosts count
+        # under once probed).
+        self._targets: dict[str, _TargetSeries] = {}
 
     def init_target(self, target: str) -> None:
         """Create a target's series at zero, so rate() and alerts work before the first error."""
-        for result in ("success", "failure"):
+        self._targets.setdefault(target, _TargetSeries())
+        for result in _PROBE_RESULTS:
             self.probes.labels(target, result)
 
+    def probed(self, target: str, up: bool) -> None:
+        """Count a probe answered, unless a reload removed its target while it ran."""
+        if target in self._targets:
+            self.probes.labels(target, "success" if up else "failure").inc()
+
     def observer(self, target: str) -> Callable[[str, float, str], None]:
-        # labels() takes a lock and builds a key on every call; a probe makes thousands.
-        durations: dict[str, Histogram] = {}
-        requests: dict[tuple[str, str], Counter] = {}
+        series = self._targets.setdefault(target, _TargetSeries())
+        durations, requests = series.durations, series.requests
 
         def observe(function: str, seconds: float, outcome: str) -> None:
+            if series.removed:
+                return
             histogram = durations.get(function)
             if histogram is None:
                 histogram = durations[function] = self.api_duration.labels(target, function)
@@ -299,3 +326,17 @@ class ExporterMetrics:
             counter.inc()
 
         return observe
+
+    def keep_targets(self, targets: Collection[str]) -> None:
+        """Remove every series of the target labels not in ``targets`` (a reload removed them),
+        so that /metrics names no target the config no longer has."""
+        for target in self._targets.keys() - set(targets):
+            series = self._targets.pop(target)
+            series.removed = True
+            for result in _PROBE_RESULTS:
+                self.probes.remove(target, result)
+            for function in series.durations:
+                self.api_duration.remove(target, function)
+            for function, outcome in series.requests:
+                self.api_requests.remove(target, function, outcome)
+            self.load_budget.remove(target)
