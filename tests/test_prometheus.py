@@ -41,8 +41,10 @@ assert JUMPER is not None
 assert FILLING is not None
 FILLING_USER = DATASET.owner(FILLING)
 
-# The metrics the dashboards and rules use, as their queries name them: the exporter serves
-# them to the test below, which requires every query on them to return data.
+# The metrics the dashboards and rules use, as their queries name them. EXPECTED: the exporter
+# serves them to the test below, which requires every query on them to return data. PENDING:
+# being added to the exporter; queries on them must run, and each must have no data yet; when
+# one has, the test fails until it moves to EXPECTED (so no rule stays unchecked).
 EXPECTED = {
     "up",
     "whm_up",
@@ -81,6 +83,11 @@ EXPECTED = {
     # WhmExporterStateWritesFailing: at zero from the start with --storage.path (no panel reads it).
     "whm_exporter_state_writes_total",
     "whm_exporter_load_budget",
+}
+PENDING = {
+    # whm_api_errors as a counter that no scrape resets, for rules that hold with two
+    # Prometheus servers scraping one exporter (issue 27, point 7).
+    "whm_api_call_errors_total",
 }
 # Alerts the simulator's heavy sender (and its cPanel user) must trigger, once their metrics
 # are served; the metrics each needs.
@@ -171,7 +178,8 @@ def test_every_metric_used_is_expected_or_pending() -> None:
     rules = yaml.safe_load(RULES.read_text())["groups"]
     exprs = [e for _, e in _dashboard_queries()] + [r["expr"] for g in rules for r in g["rules"]]
     used = set().union(*(_metrics(e) for e in exprs))
-    assert used - EXPECTED == set()
+    assert used - EXPECTED - PENDING == set()
+    assert not EXPECTED & PENDING
     # No threshold is a number in a panel: panels read the rules' whm:threshold:* series.
     for where, expr in _dashboard_queries():
         assert not re.search(r"\b500\b", expr), where
@@ -383,6 +391,8 @@ async def test_real_prometheus_scrapes_evaluates_and_answers_every_dashboard_que
     left = await prometheus.query(f'whm:account_quota:seconds_to_full{{account="{FILLING}"}}')
     assert abs(float(left[0]["value"][1]) - FILL_SECONDS) < 3600, left
 
+    for name in sorted(PENDING):
+        assert not await prometheus.query(f"count({name})"), f"{name} has data: move it to EXPECTED"
     for where, expr in _dashboard_queries():
         result = await _answer(prometheus, expr)
         # Queries over rate() need two scrapes of the exporter inside their window: give them
