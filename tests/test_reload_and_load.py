@@ -198,7 +198,7 @@ async def test_a_reload_removes_the_series_of_what_it_removed(start_whm, from_fi
     whm: WHM = await start_whm(SMALL)
     unlisted = whm.url.replace("127.0.0.1", "localhost")
     # Two modules on one server (one budget for both), and one that reaches unlisted hosts.
-    document = {
+    document: dict[str, Any] = {
         "modules": {
             "a": {"token": TOKEN, "load_budget": 2},
             "b": {"token": TOKEN, "load_budget": 1, "allowed_targets": ["localhost"]},

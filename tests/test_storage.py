@@ -24,6 +24,7 @@ from aiohttp import web
 from conftest import TOKEN, WHM, Running, module, samples, series, value, wait_until
 
 from whm_exporter import storage
+from whm_exporter.collect import persist
 from whm_exporter.collect.persist import Unusable
 from whm_exporter.config import load_config
 from whm_exporter.exporter import Exporter
@@ -480,14 +481,14 @@ async def test_a_capture_that_raises_is_counted_logged_once_and_the_writer_goes_
     with caplog.at_level(logging.INFO, logger="whm_exporter.storage"):
         running = await kept(_two_targets(whm.url), interval=0.05)
         broken = running.exporter.targets["t"].state
-        capture = storage.persist.capture
+        capture = persist.capture
 
         def failing(state: Any, identity: str, offset: float) -> Any:
             if state is broken:
                 raise RuntimeError("capture broke")
             return capture(state, identity, offset)
 
-        monkeypatch.setattr(storage.persist, "capture", failing)
+        monkeypatch.setattr(persist, "capture", failing)
         await whole(running, "t")
         await whole(running, "u")
 
@@ -505,7 +506,7 @@ async def test_a_capture_that_raises_is_counted_logged_once_and_the_writer_goes_
         assert refused[0].__dict__["target"] == "t"
         assert "capture broke" in caplog.text
         # Mended: the next round writes "t" too.
-        monkeypatch.setattr(storage.persist, "capture", capture)
+        monkeypatch.setattr(persist, "capture", capture)
         await wait_until(
             lambda: storage.file_name("t") in {f.name for f in state_files(tmp_path)},
             "t's state written",
