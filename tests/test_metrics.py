@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import pytest
 from conftest import samples
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
@@ -57,6 +57,7 @@ def snapshot() -> Snapshot:
         disk=[DiskSample("bob", "a@x", 483, None), DiskSample("bob", "b@x", 10, 2**30)],
         dropped={"whm_sender_unique_recipients": 4},
         log=[],
+        errors_total={("get_mailbox_status_list", "protocol"): 3, ("listaccts", "auth"): 0},
     )
 
 
@@ -90,10 +91,11 @@ class FamiliesCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         for f in self._families:
-            gauge = GaugeMetricFamily(f.name, f.help, labels=f.labels)
+            kind = CounterMetricFamily if f.type == "counter" else GaugeMetricFamily
+            family = kind(f.name, f.help, labels=f.labels)
             for values, value in f.samples:
-                gauge.add_metric(values, value)
-            yield gauge
+                family.add_metric(values, value)
+            yield family
 
 
 def reference(fams: Sequence[Family]) -> CollectorRegistry:

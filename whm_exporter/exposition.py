@@ -47,8 +47,9 @@ def _template(name: str, labels: tuple[str, ...]) -> str:
 def write(fams: Iterable[Family], openmetrics: bool = False) -> Iterator[bytes]:
     """The families as text 0.0.4, or OpenMetrics 1.0 (``# EOF`` at the end), in chunks.
 
-    Every family is a gauge, whose sample carries the family's name in both formats: no
-    ``_total`` to add or strip, and no ``# UNIT`` line (a unit is optional in OpenMetrics).
+    A gauge's sample carries the family's name in both formats; a counter's adds ``_total``,
+    which text 0.0.4 writes in its HELP and TYPE lines too and OpenMetrics does not. No
+    ``# UNIT`` line (a unit is optional in OpenMetrics), no ``_created`` (as the Go exporters).
 
     prometheus_client's writers spend about 7 us per series on generic work (label-name
     validation, sorting, float formatting) and OpenMetrics ten times that; a large probe has
@@ -58,8 +59,10 @@ def write(fams: Iterable[Family], openmetrics: bool = False) -> Iterator[bytes]:
     # Values repeat (a user on every series of its accounts): escape each once.
     escaped: dict[str, str] = {}
     for f in fams:
-        out.append(f"# HELP {f.name} {_escape_help(f.help, openmetrics)}\n# TYPE {f.name} gauge\n")
-        template = _template(f.name, f.labels)
+        sample = f.name + "_total" if f.type == "counter" else f.name
+        head = f.name if openmetrics else sample
+        out.append(f"# HELP {head} {_escape_help(f.help, openmetrics)}\n# TYPE {head} {f.type}\n")
+        template = _template(sample, f.labels)
         for values, v in f.samples:
             parts = []
             for x in values:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from prometheus_client import (
     CollectorRegistry,
@@ -40,12 +41,14 @@ class Lazy:
 
 @dataclass(frozen=True, slots=True)
 class Family:
-    """One gauge family of a probe: the single description both renderers below work from."""
+    """One family of a probe: the single description both renderers below work from. A
+    counter's ``name`` is its family's, without ``_total``."""
 
     name: str
     help: str
     labels: tuple[str, ...] = ()
     samples: Iterable[Sample] = ()
+    type: Literal["gauge", "counter"] = "gauge"
 
 
 def families(s: Snapshot) -> list[Family]:
@@ -82,6 +85,15 @@ def families(s: Snapshot) -> list[Family]:
             "Failed WHM API calls since the previous scrape, by function and reason.",
             ("function", "reason"),
             [(k, n) for k, n in sorted(s.errors.items())],
+        ),
+        Family(
+            "whm_api_call_errors",
+            "Failed WHM API calls by function and reason since the exporter began collecting"
+            " from the target (every reason of a function called, 0 included): what every"
+            " Prometheus scraping the exporter sees whole, unlike whm_api_errors.",
+            ("function", "reason"),
+            [(k, n) for k, n in s.errors_total.items()],
+            type="counter",
         ),
         Family(
             "whm_api_calls_abandoned",

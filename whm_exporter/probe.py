@@ -195,6 +195,11 @@ def snapshot(
         disk=disk,
         dropped=dict(dropped),
         log=list(tally.log),
+        errors_total={
+            (f, r): n
+            for f, reasons in sorted(state.errors_total.items())
+            for r, n in reasons.items()
+        },
     )
 
 

@@ -207,7 +207,7 @@ async def _without_banner(request: web.Request, response: web.StreamResponse) ->
 # A request too malformed to route (a garbage request line, a bad Content-Length) is answered
 # by aiohttp before any hook of the app runs, with the default it keeps in this module
 # variable: our own name there, without versions. If aiohttp renames it, test_server notices.
-aiohttp.web_response.SERVER_SOFTWARE = "whm-exporter"
+aiohttp.web_response.SERVER_SOFTWARE = "whm-exporter"  # type: ignore[attr-defined]
 
 
 def make_app(

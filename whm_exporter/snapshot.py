@@ -4,7 +4,7 @@ the metrics module."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +110,6 @@ class Snapshot:
     disk: Sequence[DiskSample]
     dropped: Mapping[str, int]
     log: Sequence[CallRecord]
+    # Failed calls by (function, reason) since the target's state began (every reason of a
+    # function called, 0 included); unlike ``errors``, whoever scraped last.
+    errors_total: Mapping[tuple[str, str], int] = field(default_factory=dict)

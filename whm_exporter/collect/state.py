@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 from whm_exporter.config import ModuleConfig
 from whm_exporter.limits import selected
 from whm_exporter.snapshot import CallRecord
+from whm_exporter.whm.errors import REASONS
 from whm_exporter.whm.parse import Account, Mailbox, MailFlow
 
 A = TypeVar("A")
@@ -182,6 +183,10 @@ class TargetState:
         self.last_served = -math.inf
         self.interval: float | None = None
         self.tally = Tally()
+        # Failed calls by (function, reason) since this state began, never reset by a scrape:
+        # what every Prometheus of an HA pair sees whole. Every reason of a function called
+        # starts at 0, so increase() sees its first error.
+        self.errors_total: dict[str, Counter[str]] = {}
         self.up = False
         # Whether the log said that answers expire before the collection comes back to them.
         self.slow_warned = False
@@ -463,8 +468,12 @@ class TargetState:
             tally.calls[call.function] += 1
         tally.log.append(call)
         tally.logged += 1
+        errors = self.errors_total.get(call.function)
+        if errors is None:
+            errors = self.errors_total[call.function] = Counter(dict.fromkeys(REASONS, 0))
         if call.outcome != "success":
             tally.errors[(call.function, call.outcome)] += 1
+            errors[call.outcome] += 1
         tally.answered = bool(tally.answered) or answered
 
     def abandon(self, function: str) -> None:
