@@ -134,7 +134,7 @@ def exporter_config(url: str, args: argparse.Namespace, refresh: float | None) -
         "max_age": _seconds(mf.max_age * s),
     }
     if refresh is not None:
-        # README, "Two scrapers (HA)": every refresh a little below the scrape interval.
+        # docs/configuration.md, two scrapers: every refresh a little below the scrape interval.
         mailboxes["refresh"] = recipients["refresh"] = mail_flow["refresh"] = _seconds(refresh)
     module: dict[str, Any] = {
         "token_env": "WHM_BENCH_TOKEN",

@@ -452,7 +452,8 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(paths: list[str]) -> None:
-    """The README's sizing table, one row per ``--record``: each figure normal / slowed down."""
+    """The sizing table of docs/collection.md, one row per ``--record``: each figure normal /
+    slowed down."""
     print(
         "| server | latency | scale | load_budget | WHM load s/s | calls/s | mailbox pass |"
         " mailbox age max | fewest mailboxes served | new spammer named by probe | first pass |"

@@ -4,7 +4,7 @@ Source: github.com/prometheus/exporter-toolkit, web/tls_config_test.go (TestYAML
 TestServerBehaviour, TestUsers, TestConfigReloading) and the web/testdata/ files they read. Each
 case below names the toolkit test and case it mirrors; its config is written anew here, with
 certificates made by trustme, and run against a real listener on loopback with a real TLS
-client. A case that differs from the toolkit says why in ``differs`` (README, Security); all
+client. A case that differs from the toolkit says why in ``differs`` (docs/security.md); all
 others expect what the toolkit expects."""
 
 from __future__ import annotations
@@ -543,7 +543,7 @@ async def test_toolkit_case(
 
 
 def test_every_toolkit_server_case_is_mirrored() -> None:
-    # TestServerBehaviour has 27 cases; the README lists those that differ, with the reason.
+    # TestServerBehaviour has 27 cases; docs/security.md lists those that differ, with the reason.
     server = [c for c in CASES if c.toolkit.startswith("TestServerBehaviour/")]
     assert len({c.toolkit for c in server}) == len(server) == 27
     assert [c.toolkit.split("/", 1)[1][:40] for c in server if c.differs] == [

@@ -168,7 +168,7 @@ class HTTPServerConfig(StrictModel):
     model_config = ConfigDict(coerce_numbers_to_str=True)
 
     headers: dict[str, str] = Field(default_factory=dict)
-    # Accepted for the toolkit's sake; aiohttp serves HTTP/1.1 whatever it says (README).
+    # Accepted for the toolkit's sake; aiohttp serves HTTP/1.1 whatever it says (docs/security.md).
     http2: bool = True
 
 
@@ -334,7 +334,7 @@ def _reason(err: Exception) -> str:
 def _ssl_context(tls: TLSServerConfig, folder: Path, reader: _Reader) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     with warnings.catch_warnings():
-        # Python deprecates TLS 1.0/1.1; the toolkit still accepts them (README).
+        # Python deprecates TLS 1.0/1.1; the toolkit still accepts them (docs/security.md).
         warnings.simplefilter("ignore", DeprecationWarning)
         ctx.minimum_version = _VERSIONS[tls.min_version]
         ctx.maximum_version = _VERSIONS[tls.max_version]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-# The `reason` label of whm_api_errors (README, "Metrics"); nothing else may appear there.
+# The `reason` label of whm_api_errors (docs/metrics.md); nothing else may appear there.
 Reason = Literal["auth", "timeout", "connect", "tls", "http", "api", "protocol", "role_disabled"]
 REASONS: tuple[Reason, ...] = get_args(Reason)
 
