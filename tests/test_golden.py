@@ -1,0 +1,206 @@
+"""Characterization (golden) tests: what a user sees of today's code, pinned byte for byte before
+the inside is reshaped (issue 24, "one place per signal"). A change these catch is a change a
+user can see, whatever the refactor meant.
+
+One state, built through the state's own API at fixed times (statekit's helpers), holds every
+signal family: discovery by list_pops_with_disk with disk figures and a suspended user, two
+windows of per-user totals, senders and mail flow, mailboxes (one failed, one past max_age, one
+call in flight), and an outsider (``nobody``) the server-wide answers name. Pinned:
+
+- the kept-state document :func:`persist.dump` writes of it: ``fixtures/kept-state-v1.json``,
+  written by whm-exporter at commit d62a864, and the file --storage.path holds of it,
+  ``fixtures/kept-state-v1.state``. That file stands for one today's release wrote: it must
+  restore into a state that serves what the original does;
+- the /probe answer (text format 0.0.4) of that state: ``fixtures/kept-state-v1.probe.txt``;
+- the state identity digest (a literal below): another digest restarts every target cold;
+- the kept-state Document's JSON schema: ``fixtures/kept-state-v1.schema.json``.
+
+Regenerate the fixture files after a change meant to be visible with
+``WHM_GOLDEN_UPDATE=1 .venv/bin/python -m pytest tests/test_golden.py`` and review the diff. The
+kept-state file is also the old-release witness: if dump's bytes change on purpose, that is a
+format change (storage.VERSION), and the file of the old format must stay, loaded by its own
+test. The identity digests are literals, changed by hand (the failure prints the new one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FIXTURES, loaded
+from statekit import answer, fail, state_for
+
+from whm_exporter import storage
+from whm_exporter.collect import persist
+from whm_exporter.collect.state import Addresses, Kept, TargetState
+from whm_exporter.exposition import render_text
+from whm_exporter.metrics import families
+from whm_exporter.probe import snapshot
+from whm_exporter.snapshot import CallRecord, MailboxSample, SenderSample
+from whm_exporter.whm.parse import Account, Mailbox, MailFlow
+
+UPDATE = os.environ.get("WHM_GOLDEN_UPDATE") == "1"
+KEPT = FIXTURES / "kept-state-v1.json"
+# The same document as --storage.path holds it (storage's header, then zlib).
+KEPT_FILE = FIXTURES / "kept-state-v1.state"
+PROBE = FIXTURES / "kept-state-v1.probe.txt"
+SCHEMA = FIXTURES / "kept-state-v1.schema.json"
+
+SERVER = ("https", "whm1.example.com", 2087)
+EXPLICIT: dict[str, tuple[str, ...]] = {"dave": ("sales@dave.example",)}
+MODULE: dict[str, Any] = {
+    "discovery": {"function": "list_pops_with_disk"},
+    "mailboxes": {"max_age": "100s"},
+    "unique_recipients": {"windows": ["1h", "1d"]},
+    "mail_flow": {"enabled": True, "windows": ["1h", "1d"], "defer_fail_threshold": 10},
+}
+# Monotonic times in the state; the document holds wall-clock ones (wall = monotonic + OFFSET).
+OFFSET = 1_700_000_000.0
+NOW = 104.0
+
+
+def _state() -> TargetState:
+    state = state_for(EXPLICIT, **MODULE)
+    state.new_epoch(0.0)
+    # The spam signal first, before any user is listed: nobody is an outsider, alice is hot.
+    answer(state, state.totals["1h"], {"alice": 120, "bob": 3, "nobody": 800}, 1.0)
+    answer(state, state.totals["1d"], {"alice": 400, "bob": 9, "carol": 1}, 1.0)
+    flow = {
+        "alice": MailFlow("alice", 130, 120, 4, 2, 1, 65_536, True, False),
+        "bob": MailFlow("bob", 3, 3, 0, 0, 0, 2048, False, False),
+        "nobody": MailFlow("nobody", 900, 10, 300, 500, 40, 1_048_576, False, True),
+    }
+    answer(state, state.mail_flow["1h"], flow, 1.5)
+    day = {"carol": MailFlow("carol", 1, 1, 0, 0, 0, 512, False, False)}
+    answer(state, state.mail_flow["1d"], {**flow, **day}, 1.5)
+    assert state.listaccts is not None
+    accounts = {
+        "alice": Account("alice", False, outgoing_held=True),
+        "bob": Account("bob", False, outgoing_suspended=True),
+        "carol": Account("carol", False),
+        "eve": Account("eve", True),
+    }
+    answer(state, state.listaccts, accounts, 2.0)
+    # The main mailboxes are known from listaccts: one answered early, past max_age at NOW.
+    answer(
+        state,
+        state.mailboxes[("carol", "carol")],
+        Kept((MailboxSample("carol", "carol", "INBOX", 1, 10),)),
+        3.0,
+    )
+    disk = {
+        "alice": (
+            Mailbox("alice", True, 1000, None),
+            Mailbox("a1@x", False, 2048, 10_485_760),
+            Mailbox("a2@x", False, 0, None),
+        ),
+        "bob": (Mailbox("bob", True, 0, 52_428_800), Mailbox("b1@x", False, 4096, None)),
+        "carol": (Mailbox("carol", True, 12, None),),
+    }
+    for user, mailboxes in disk.items():
+        addresses = tuple(sorted(m.address for m in mailboxes if not m.main))
+        answer(state, state.pops[user], Addresses(addresses, mailboxes), 5.0)
+    for t, ((user, account), item) in enumerate(sorted(state.mailboxes.items())):
+        if (user, account) == ("carol", "carol"):
+            continue
+        if (user, account) == ("bob", "b1@x"):
+            fail(state, item, 10.0)
+            continue
+        folders = (
+            MailboxSample(user, account, "INBOX", 3 + t, 4096 * (t + 1)),
+            MailboxSample(user, account, "Sent", t, 512),
+        )
+        answer(state, item, Kept(folders, dropped=t % 2), 10.0 + t)
+    answer(
+        state,
+        state.senders[("alice", "1h")],
+        Kept((SenderSample("alice", "a1@x", "1h", 120),)),
+        20.0,
+    )
+    alice_day = (
+        SenderSample("alice", "a1@x", "1d", 300),
+        SenderSample("alice", "a2@x", "1d", 100),
+    )
+    answer(state, state.senders[("alice", "1d")], Kept(alice_day, dropped=2), 20.5)
+    answer(
+        state,
+        state.senders[("nobody", "1h")],
+        Kept((SenderSample("nobody", "nobody@host.example", "1h", 800),)),
+        21.0,
+    )
+    fail(state, state.senders[("bob", "1d")], 22.0)
+    # A scrape between the answers: those after it are fresh at NOW, those before it kept.
+    snapshot("t", state, 15.0, 0.1, 10.0, pending=False)
+    # Kept as it was before the call, as if abandoned.
+    state.start(state.mailboxes[("alice", "a1@x")], 30.0, urgent=False)
+    return state
+
+
+def _identity(state: TargetState) -> str:
+    return persist.identity(SERVER, state.module, state.explicit)
+
+
+def _golden(path: Path, got: bytes) -> None:
+    if UPDATE:
+        path.write_bytes(got)
+        # Not a pass: what was rewritten is for a person to review.
+        pytest.skip(f"{path.name} rewritten: review its diff")
+    assert got == path.read_bytes(), f"{path.name} differs (WHM_GOLDEN_UPDATE=1 rewrites it)"
+
+
+def test_the_kept_state_document_is_byte_for_byte_todays() -> None:
+    state = _state()
+    taken = persist.capture(state, _identity(state), OFFSET)
+    _golden(KEPT, persist.dump(taken, "t", OFFSET + 40.0))
+
+
+def test_a_kept_state_file_of_todays_release_unpacks_to_the_document() -> None:
+    if UPDATE:
+        KEPT_FILE.write_bytes(storage.pack(KEPT.read_bytes()))
+    # Compared unpacked: zlib may compress the same bytes otherwise on another machine.
+    assert storage.unpack(KEPT_FILE.read_bytes()) == KEPT.read_bytes()
+
+
+def test_a_kept_state_of_todays_release_restores_to_what_it_served() -> None:
+    state = _state()
+    document = persist.parse(storage.unpack(KEPT_FILE.read_bytes()))
+    assert document.identity == _identity(state)
+    back = persist.restore(document, state.module, state.explicit, NOW, NOW + OFFSET)
+    # When the previous scrape was served is the process's own, not kept.
+    back.last_served = state.last_served
+    before = snapshot("t", state, NOW, 0.25, 9.5, pending=False, look=True)
+    after = snapshot("t", back, NOW, 0.25, 9.5, pending=False, look=True)
+    # Live, the outsider's breakdown was made before the listing made the others; restored, the
+    # listing replays first: the same series in another order, which Prometheus does not see.
+    assert sorted(after.senders, key=repr) == sorted(before.senders, key=repr)
+    assert replace(after, senders=[]) == replace(before, senders=[])
+    # Every family served: a snapshot without some of them proves little.
+    assert all([after.mailboxes, after.senders, after.user_totals, after.mail_flow])
+    assert all([after.limits, after.user_flags, after.disk, after.dropped])
+
+
+def test_the_probe_answer_is_byte_for_byte_todays() -> None:
+    state = _state()
+    state.record(CallRecord("listaccts", "", 0.25, "success"), answered=True)
+    state.record(CallRecord("get_mailbox_status_list", "b1@x", 0.5, "timeout"), answered=False)
+    state.abandon("list_pops_with_disk")
+    _golden(PROBE, render_text(families(snapshot("t", state, NOW, 0.25, 9.5, pending=False))))
+
+
+def test_the_state_identity_digest_is_todays() -> None:
+    # Another digest for the same configuration restarts every user's targets cold.
+    assert _identity(_state()) == "5fa23afa37ef915ac7caa810023a5a08a917ce3b8a62bd9d113b36d65296b2ad"
+    plain = loaded({"modules": {"default": {"token": "x"}}}).config.modules["default"]
+    assert (
+        persist.identity(SERVER, plain, {})
+        == "fb53fe60089151070240cd7cd0399d711c2ff64d927ffb9c655dd8393bd68601"
+    )
+
+
+def test_the_kept_state_schema_is_todays() -> None:
+    text = json.dumps(persist.Document.model_json_schema(), indent=2) + "\n"
+    _golden(SCHEMA, text.encode())
