@@ -15,7 +15,6 @@ import re
 import runpy
 import shlex
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 
 import aiohttp
 import kubernetes_validate
+import procs
 import pytest
 import yaml
 from conftest import require_tool, samples, value
@@ -50,12 +50,6 @@ PENDING_FLAGS: set[str] = set()
 def _tool_in_venv(name: str) -> str:
     found = Path(sys.executable).parent / name
     return str(found) if found.exists() else require_tool(name)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _check_flags(argv: list[str]) -> None:
@@ -192,49 +186,26 @@ async def test_compose_demo_profile_shows_data_without_a_whm_server(tmp_path: Pa
     demo = yaml.safe_load((COMPOSE / "whm_exporter.demo.yml").read_text())
     assert demo["targets"]["whm1"]["url"] == "http://whm-simulator:2087"
 
-    sim = subprocess.Popen(  # noqa: ASYNC220 - started once, stopped by its own pid below
-        [sys.executable, "-m", "whm_exporter.simulator", "--listen=127.0.0.1:0", *sim_args],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    sim, sim_url = await asyncio.to_thread(procs.start_simulator, sim_args)
     exporter = None
     try:
-        assert sim.stdout is not None
-        line = await asyncio.to_thread(sim.stdout.readline)
-        sim_url = re.search(r"http://\S+", line)
-        assert sim_url, line
-        demo["targets"]["whm1"]["url"] = sim_url[0]
+        demo["targets"]["whm1"]["url"] = sim_url
         config = tmp_path / "config.yml"
         config.write_text(yaml.safe_dump(demo))
-        port = _free_port()
-        exporter = subprocess.Popen(  # noqa: ASYNC220 - started once, stopped by its own pid
-            [
-                sys.executable,
-                "-m",
-                "whm_exporter",
-                f"--config.file={config}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            env={"PATH": "/usr/bin:/bin", **exp_service["environment"]},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        env = {"PATH": "/usr/bin:/bin", **exp_service["environment"]}
+        exporter, url = await asyncio.to_thread(
+            procs.start_exporter, [f"--config.file={config}"], env
         )
         async with aiohttp.ClientSession() as session:
-            for _ in range(100):
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/-/ready") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
-            async with session.get(f"http://127.0.0.1:{port}/probe?target=whm1") as r:
+            async with session.get(f"{url}/-/ready") as r:
+                assert r.status == 200
+            async with session.get(f"{url}/probe?target=whm1") as r:
                 assert r.status == 200
                 found = samples(await r.text())
     finally:
-        for proc in (sim, exporter):
-            if proc is not None:
-                proc.terminate()
-                proc.wait(timeout=10)
+        for child in (sim, exporter):
+            if child is not None:
+                child.stop(timeout=10)
     assert value(found, "whm_up") == 1
     names = {name for name, _ in found}
     assert {"whm_mailbox_messages", "whm_sender_unique_recipients"} <= names

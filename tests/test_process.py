@@ -6,16 +6,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import bcrypt
+import procs
 import pytest
 import yaml
 from conftest import TOKEN, WHM, samples, value, wait_until
@@ -43,15 +43,16 @@ FAULTY = {
 }
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    with procs.closed_port() as port:
+        yield port
 
 
 class Process:
-    def __init__(self, proc: subprocess.Popen[str], url: str, config: Path) -> None:
-        self.proc = proc
+    def __init__(self, child: procs.Child, url: str, config: Path) -> None:
+        self.child = child
+        self.proc = child.proc
         self.url = url
         self.config = config
 
@@ -63,14 +64,12 @@ class Process:
             return r.status, await r.text()
 
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
-        self.proc.send_signal(sig)
-        out, err = self.proc.communicate(timeout=15)
-        return self.proc.returncode, out, err
+        return self.child.stop(sig)
 
 
 @pytest.fixture
 async def run_exporter(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    started: list[subprocess.Popen[str]] = []
+    started: list[procs.Child] = []
 
     async def start(
         document: dict[str, Any],
@@ -80,36 +79,19 @@ async def run_exporter(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     ) -> Process:
         config = tmp_path / "config.yml"
         config.write_text(yaml.safe_dump(document))
-        port = _port()
-        proc = subprocess.Popen(  # noqa: ASYNC220 - one start, stopped by its own pid
-            [
-                sys.executable,
-                "-m",
-                "whm_exporter",
-                f"--config.file={config}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                *flags,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
+        # In a thread: the simulator these tests start serves on this event loop meanwhile.
+        child, url = await asyncio.to_thread(
+            procs.start_exporter, [f"--config.file={config}", *flags], env
         )
-        started.append(proc)
-        running = Process(proc, f"http://127.0.0.1:{port}", config)
-        for _ in range(100):
-            try:
-                if (await running.get("/-/ready"))[0] == ready_status:
-                    return running
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.1)
-        raise AssertionError(f"exporter did not start: {proc.communicate(timeout=5)}")
+        started.append(child)
+        running = Process(child, url, config)
+        # It listens: the first answer is the one it gives.
+        assert (await running.get("/-/ready"))[0] == ready_status
+        return running
 
     yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    for child in started:
+        child.kill()
 
 
 def _document(url: str, closed_port: int) -> dict[str, Any]:
@@ -122,17 +104,18 @@ def _document(url: str, closed_port: int) -> dict[str, Any]:
             "good": {"url": url},
             "badtoken": {"url": url, "module": "wrong"},
             "tls": {"url": url.replace("http://", "https://")},
+            # A URL's port 0 is a config error: a port held where nothing listens instead.
             "closed": {"url": f"http://127.0.0.1:{closed_port}"},
         },
     }
 
 
 async def test_token_appears_nowhere_at_debug_level(
-    start_whm, run_exporter, tmp_path: Path
+    start_whm, run_exporter, closed_port: int
 ) -> None:
     whm: WHM = await start_whm(DATASET, faults=FAULTY)
     env = {"OTHER_TOKEN": OTHER_TOKEN, "PATH": "/usr/bin:/bin"}
-    document = _document(whm.url, _port())
+    document = _document(whm.url, closed_port)
     exporter: Process = await run_exporter(
         document, "--log.level=debug", "--log.format=json", env=env
     )
@@ -193,13 +176,13 @@ async def test_token_appears_nowhere_at_debug_level(
     assert "WHM call failed" in err
 
 
-async def test_sighup_reloads_the_config(start_whm, run_exporter) -> None:
+async def test_sighup_reloads_the_config(start_whm, run_exporter, closed_port: int) -> None:
     whm: WHM = await start_whm(DATASET)
     exporter: Process = await run_exporter(
-        _document(whm.url, _port()), env={"OTHER_TOKEN": OTHER_TOKEN}
+        _document(whm.url, closed_port), env={"OTHER_TOKEN": OTHER_TOKEN}
     )
     assert (await exporter.get("/probe?target=renamed"))[0] == 400
-    document = _document(whm.url, _port())
+    document = _document(whm.url, closed_port)
     document["targets"]["renamed"] = {"url": whm.url}
     exporter.config.write_text(yaml.safe_dump(document))
     exporter.proc.send_signal(signal.SIGHUP)
@@ -213,9 +196,11 @@ async def test_sighup_reloads_the_config(start_whm, run_exporter) -> None:
     assert exporter.stop()[0] == 0
 
 
-async def test_sigterm_with_a_probe_in_flight_exits_cleanly(start_whm, run_exporter) -> None:
+async def test_sigterm_with_a_probe_in_flight_exits_cleanly(
+    start_whm, run_exporter, closed_port: int
+) -> None:
     whm: WHM = await start_whm(DATASET, faults={"get_mailbox_status_list": "slow"})
-    document = _document(whm.url, _port())
+    document = _document(whm.url, closed_port)
     document["modules"]["default"].update(request_timeout="1m", timeout="1m")
     exporter: Process = await run_exporter(document, env={"OTHER_TOKEN": OTHER_TOKEN})
     in_flight = asyncio.create_task(exporter.get("/probe?target=good"))
@@ -235,14 +220,14 @@ async def test_sigterm_with_a_probe_in_flight_exits_cleanly(start_whm, run_expor
 
 
 async def test_web_config_flag_protects_every_endpoint(
-    start_whm, run_exporter, tmp_path: Path
+    start_whm, run_exporter, tmp_path: Path, closed_port: int
 ) -> None:
     whm: WHM = await start_whm(DATASET)
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
     web_config = tmp_path / "web.yml"
     web_config.write_text(f"basic_auth_users:\n  prom: '{hashed}'\n")
     exporter: Process = await run_exporter(
-        _document(whm.url, _port()),
+        _document(whm.url, closed_port),
         f"--web.config.file={web_config}",
         env={"OTHER_TOKEN": OTHER_TOKEN},
         ready_status=401,
@@ -257,11 +242,13 @@ async def test_web_config_flag_protects_every_endpoint(
     assert exporter.stop()[0] == 0
 
 
-async def test_bad_web_config_exits_1_naming_the_key(run_exporter, tmp_path: Path) -> None:
+async def test_bad_web_config_exits_1_naming_the_key(
+    run_exporter, tmp_path: Path, closed_port: int
+) -> None:
     web_config = tmp_path / "web.yml"
     web_config.write_text("basic_auth_users:\n  prom: plaintext\n")
     config = tmp_path / "config.yml"
-    config.write_text(yaml.safe_dump(_document("http://127.0.0.1:1", _port())))
+    config.write_text(yaml.safe_dump(_document("http://127.0.0.1:1", closed_port)))
     result = await asyncio.to_thread(
         subprocess.run,
         [
