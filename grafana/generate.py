@@ -703,11 +703,19 @@ def exporter_health() -> dict[str, Any]:
             _panel(
                 "timeseries",
                 "API errors by function and reason",
-                "Failed WHM calls since the previous scrape. auth: token refused; role_disabled: "
-                "server profile; protocol: unreadable answer; api: WHM said result 0.",
+                "Failed WHM calls (and refused records) in each interval, for the functions and "
+                "reasons that failed since the exporter began collecting. auth: token refused; "
+                "role_disabled: server profile; protocol: unreadable answer; api: WHM said "
+                "result 0. From the cumulative whm_api_call_errors_total, as the alerts: each "
+                "Prometheus of an HA pair shows every error.",
                 [
                     (
-                        f"sum by (function, reason) (whm_api_errors{{{SEL}}})",
+                        # Every reason of a function called is served at 0: show the pairs that
+                        # ever failed, not a flat line for each of them.
+                        "sum by (function, reason)"
+                        f" (increase(whm_api_call_errors_total{{{SEL}}}{rate}))"
+                        " and on (function, reason)"
+                        f" (sum by (function, reason) (whm_api_call_errors_total{{{SEL}}}) > 0)",
                         "{{function}} {{reason}}",
                     )
                 ],
@@ -739,7 +747,8 @@ def exporter_health() -> dict[str, Any]:
                 "timeseries",
                 "WHM API requests by outcome",
                 "WHM calls per second by outcome, from the exporter's /metrics "
-                "(whm_exporter_api_requests_total).",
+                "(whm_exporter_api_requests_total): the exchange's outcome (HTTP or transport), so "
+                "an answer WHM refuses inside (api, role_disabled) counts as success here.",
                 [
                     (
                         "sum by (outcome)"
@@ -754,7 +763,8 @@ def exporter_health() -> dict[str, Any]:
                 "timeseries",
                 "WHM calls",
                 "WHM API calls answered since the previous scrape, and calls cancelled (stop, "
-                "reload, shutdown).",
+                "reload, shutdown). Since the previous scrape by any Prometheus: of an HA pair, "
+                "each shows part of them (requests by outcome shows them all).",
                 [
                     (f"sum by (function) (whm_api_calls{{{SEL}}})", "{{function}}"),
                     (
