@@ -8,6 +8,7 @@ here, once per load, and are only ever held as :class:`pydantic.SecretStr`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import math
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
+import orjson
 import yaml
 from pydantic import (
     AfterValidator,
@@ -206,6 +208,32 @@ class ModuleConfig(StrictModel):
     def secret(self) -> SecretStr:
         """The resolved API token (set by :func:`load_config`)."""
         return self._secret
+
+
+# The module sections that decide which items are asked and how their answers are kept.
+STATE_SECTIONS = ("discovery", "mailboxes", "unique_recipients", "mail_flow")
+
+
+def shapes_state(a: ModuleConfig, b: ModuleConfig) -> bool:
+    """Whether two modules collect the same items the same way, so that what one learned
+    serves the other (a new token, timeout or bound keeps the state)."""
+    return all(getattr(a, k) == getattr(b, k) for k in STATE_SECTIONS)
+
+
+def state_identity(
+    server: tuple[str, str, int], module: ModuleConfig, users: Mapping[str, tuple[str, ...]]
+) -> str:
+    """A digest of what decides what is asked and how it is labelled: the server (its URL as
+    the concurrency bound knows it), the username, the explicit users and the module's
+    collection sections. A kept state of another identity is not restored."""
+    scheme, host, port = server
+    described = {
+        "server": f"{scheme}://{host}:{port}",
+        "username": module.username,
+        "users": {user: sorted(accounts) for user, accounts in users.items()},
+        **{k: getattr(module, k).model_dump(mode="json") for k in STATE_SECTIONS},
+    }
+    return hashlib.sha256(orjson.dumps(described, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 class TargetConfig(StrictModel):

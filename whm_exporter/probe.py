@@ -16,7 +16,7 @@ from typing import Any
 from whm_exporter.collect.calls import MAILBOX_LIST
 from whm_exporter.collect.state import Item, Kept, Kind, TargetState
 from whm_exporter.config import ModuleConfig
-from whm_exporter.limits import selected
+from whm_exporter.selection import selected
 from whm_exporter.snapshot import (
     DiskSample,
     LimitSample,

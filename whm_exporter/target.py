@@ -9,17 +9,8 @@ import aiohttp
 
 from whm_exporter.collect.run import Bound, Collection
 from whm_exporter.collect.state import TargetState
-from whm_exporter.config import ModuleConfig
+from whm_exporter.config import ModuleConfig, shapes_state
 from whm_exporter.whm.client import CallObserver, WHMClient, new_session
-
-# The module sections that decide which items are asked and how their answers are kept.
-STATE_SECTIONS = ("discovery", "mailboxes", "unique_recipients", "mail_flow")
-
-
-def shapes_state(a: ModuleConfig, b: ModuleConfig) -> bool:
-    """Whether two modules collect the same items the same way, so that what one learned
-    serves the other (a new token, timeout or bound keeps the state)."""
-    return all(getattr(a, k) == getattr(b, k) for k in STATE_SECTIONS)
 
 
 class Target:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from whm_exporter.collect.state import Addresses, Item, Kept, Kind, TargetState
-from whm_exporter.limits import selected, top_senders
+from whm_exporter.selection import selected, top_senders
 from whm_exporter.snapshot import MailboxSample, SenderSample
 from whm_exporter.whm import parse
 from whm_exporter.whm.errors import WHMError

@@ -22,7 +22,6 @@ reverse at start), so the downtime counts in every answer's age.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -33,9 +32,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from whm_exporter.collect.state import Addresses, Item, Kept, Kind, TargetState
-from whm_exporter.config import ModuleConfig
+from whm_exporter.config import ModuleConfig, state_identity
 from whm_exporter.snapshot import MailboxSample, SenderSample
-from whm_exporter.target import STATE_SECTIONS
 from whm_exporter.whm.parse import Account, Mailbox, MailFlow
 
 X = TypeVar("X")
@@ -67,6 +65,10 @@ class Document(BaseModel):
     mailbox: Rows[tuple[int, list[tuple[str, int, int]]]]
 
 
+# The digest a kept state is filed under; the config owns it, the exporter asks for it here.
+identity = state_identity
+
+
 class Unusable(ValueError):
     """A kept state that cannot be restored; the text says why."""
 
@@ -91,22 +93,6 @@ class Capture:
         changes without its answer time."""
         heads = tuple(row[:6] for row in self.rows)
         return hash((self.identity, self.mailbox_function, heads))
-
-
-def identity(
-    server: tuple[str, str, int], module: ModuleConfig, users: Mapping[str, tuple[str, ...]]
-) -> str:
-    """A digest of what decides what is asked and how it is labelled: the server (its URL as
-    the concurrency bound knows it), the username, the explicit users and the module's
-    collection sections. A kept state of another identity is not restored."""
-    scheme, host, port = server
-    described = {
-        "server": f"{scheme}://{host}:{port}",
-        "username": module.username,
-        "users": {user: sorted(accounts) for user, accounts in users.items()},
-        **{k: getattr(module, k).model_dump(mode="json") for k in STATE_SECTIONS},
-    }
-    return hashlib.sha256(orjson.dumps(described, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def _items(state: TargetState) -> Iterator[Item[Any]]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from whm_exporter.config import ModuleConfig
-from whm_exporter.limits import selected
+from whm_exporter.selection import selected
 from whm_exporter.snapshot import CallRecord
 from whm_exporter.whm.errors import REASONS
 from whm_exporter.whm.parse import Account, Mailbox, MailFlow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from whm_exporter.limits import selected, top_senders
+from whm_exporter.selection import selected, top_senders
 from whm_exporter.whm.parse import SenderCount
 
 
