@@ -43,8 +43,10 @@ _STRUGGLING = frozenset({"timeout", "connect"})
 
 
 class Bound(asyncio.Semaphore):
-    """The most WHM calls that may be in flight toward one server, and the load budget and
-    back-off of that server (``budget``: seconds of WHM time per second, 0 for none)."""
+    """The per-server object: one for each WHM server (servers.py keys and keeps them), shared
+    by every target naming it. It holds the most calls that may be in flight toward the server,
+    and the server's load budget and back-off (``budget``: seconds of WHM time per second, 0 for
+    none)."""
 
     def __init__(self, size: int, budget: float = 0.0) -> None:
         super().__init__(size)
