@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from whm_exporter.metrics import Family
+from whm_exporter.series import Family
 
 # A chunk is sent (and compressed) once this many lines are written: about 100 kB, so a
 # 300,000-series answer is never held whole in memory.

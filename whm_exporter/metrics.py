@@ -1,4 +1,5 @@
-"""Every metric name and HELP text of the exporter lives here.
+"""The probe's own metric names and HELP texts (each signal family's live in its module under
+families/, in the order ``EXPOSED`` gives), and the exporter's own metrics.
 
 Probe metrics are built fresh from each Snapshot (no registry outlives its request), so no series
 outlives the probe that found it. The exporter's own metrics live in one registry per
@@ -8,9 +9,8 @@ running app (never prometheus_client's global one).
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Collection
+from itertools import chain
 
 from prometheus_client import (
     CollectorRegistry,
@@ -23,36 +23,16 @@ from prometheus_client import (
 )
 
 from whm_exporter import __version__
+from whm_exporter.families import EXPOSED
+from whm_exporter.series import Family, Lazy, Sample
 from whm_exporter.snapshot import Snapshot
 
-Sample = tuple[tuple[str, ...], float]
-
-
-class Lazy:
-    """Samples made while they are written, never held: a big probe has hundreds of thousands,
-    and the answer is streamed. Iterable again and again (the debug page and tests read twice)."""
-
-    def __init__(self, make: Callable[[], Iterator[Sample]]) -> None:
-        self._make = make
-
-    def __iter__(self) -> Iterator[Sample]:
-        return self._make()
-
-
-@dataclass(frozen=True, slots=True)
-class Family:
-    """One family of a probe: the single description both renderers below work from. A
-    counter's ``name`` is its family's, without ``_total``."""
-
-    name: str
-    help: str
-    labels: tuple[str, ...] = ()
-    samples: Iterable[Sample] = ()
-    type: Literal["gauge", "counter"] = "gauge"
+# The metric family and its samples: where the writers and the tests have always found them.
+__all__ = ["ExporterMetrics", "Family", "Lazy", "Sample", "families"]
 
 
 def families(s: Snapshot) -> list[Family]:
-    """Every metric of a probe, named and explained here and nowhere else."""
+    """Every metric of a probe: its own here, then each family's."""
     return [
         Family(
             "whm_up",
@@ -129,104 +109,13 @@ def families(s: Snapshot) -> list[Family]:
             ("function",),
             [((f,), a) for f, a in sorted(s.data_age.items())],
         ),
-        Family(
-            "whm_mailbox_messages",
-            "Messages in one mailbox folder.",
-            ("user", "account", "mailbox"),
-            Lazy(lambda: (((m.user, m.account, m.mailbox), m.messages) for m in s.mailboxes)),
-        ),
-        Family(
-            "whm_mailbox_size_bytes",
-            "Virtual size of one mailbox folder (vsize), in bytes.",
-            ("user", "account", "mailbox"),
-            Lazy(lambda: (((m.user, m.account, m.mailbox), m.vsize) for m in s.mailboxes)),
-        ),
-        Family(
-            "whm_sender_unique_recipients",
-            "Unique remote recipients the sender reached in the window.",
-            ("user", "sender", "window"),
-            Lazy(lambda: (((r.user, r.sender, r.window), r.count) for r in s.senders)),
-        ),
-        Family(
-            "whm_user_unique_recipients",
-            "Unique remote recipients of the cPanel user's senders in the window.",
-            ("user", "window"),
-            [((u.user, u.window), u.count) for u in s.user_totals],
-        ),
-        *_mail_flow(s),
-        Family(
-            "whm_user_mail_limit_reached",
-            "1 when cPanel's per-hour limit tripped for the user (REACHED_MAXEMAILS,"
-            " REACHED_MAXDEFERFAIL of emailtrack_user_stats, shortest window).",
-            ("user", "limit"),
-            [((x.user, x.limit), int(x.reached)) for x in s.limits],
-        ),
-        Family(
-            "whm_user_outgoing_mail_held",
-            "1 when cPanel holds the user's outgoing mail in the queue (listaccts).",
-            ("user",),
-            [((f.user,), int(f.held)) for f in s.user_flags],
-        ),
-        Family(
-            "whm_user_outgoing_mail_suspended",
-            "1 when cPanel suspends the user's outgoing mail (listaccts).",
-            ("user",),
-            [((f.user,), int(f.suspended)) for f in s.user_flags],
-        ),
-        Family(
-            "whm_account_disk_used_bytes",
-            "Disk space the email account uses (list_pops_with_disk), in bytes.",
-            ("user", "account"),
-            [((d.user, d.account), d.used) for d in s.disk],
-        ),
-        Family(
-            "whm_account_quota_bytes",
-            "The email account's disk quota, in bytes; absent when unlimited.",
-            ("user", "account"),
-            [((d.user, d.account), d.quota) for d in s.disk if d.quota is not None],
-        ),
+        *chain.from_iterable(f.render(s) for f in EXPOSED),
         Family(
             "whm_series_dropped",
             "Series left out by folder filters, min_count or max_senders_per_user.",
             ("metric",),
             [((m,), n) for m, n in sorted(s.dropped.items())],
         ),
-    ]
-
-
-# emailtrack_user_stats counters: (metric, help, MailFlowSample field).
-_MAIL_FLOW = (
-    ("whm_user_mail_sent_messages", "Messages the user sent in the window (SENDCOUNT).", "sent"),
-    (
-        "whm_user_mail_delivered",
-        "Successful deliveries in the window, one per recipient (SUCCESSCOUNT).",
-        "delivered",
-    ),
-    ("whm_user_mail_deferrals", "Deferral events in the window (DEFERCOUNT).", "deferrals"),
-    (
-        "whm_user_mail_failures",
-        "Failed deliveries in the window, one per recipient (FAILCOUNT).",
-        "failures",
-    ),
-    (
-        "whm_user_mail_defer_failures",
-        "Messages deferred and then failed in the window (DEFERFAILCOUNT).",
-        "defer_failures",
-    ),
-    ("whm_user_mail_sent_bytes", "Bytes the user sent in the window (TOTALSIZE).", "sent_bytes"),
-)
-
-
-def _mail_flow(s: Snapshot) -> list[Family]:
-    labels = [(f.user, f.window) for f in s.mail_flow]
-    return [
-        Family(
-            name,
-            text,
-            ("user", "window"),
-            [(k, getattr(f, field)) for k, f in zip(labels, s.mail_flow, strict=True)],
-        )
-        for name, text, field in _MAIL_FLOW
     ]
 
 

@@ -23,18 +23,17 @@ reverse at start), so the downtime counts in every answer's age.
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from whm_exporter.collect.state import Addresses, Item, Kept, Kind, TargetState
+from whm_exporter.collect.state import Item, Kind, TargetState
 from whm_exporter.config import ModuleConfig, state_identity
-from whm_exporter.snapshot import MailboxSample, SenderSample
-from whm_exporter.whm.parse import Account, Mailbox, MailFlow
+from whm_exporter.families import BY_KIND, FAMILIES, max_age_of
+from whm_exporter.families.base import Family
 
 X = TypeVar("X")
 # One item: user, subject, when last asked, when last answered (None: never), whether the last
@@ -42,8 +41,8 @@ X = TypeVar("X")
 Rows = list[tuple[str, str, float, float | None, bool, X | None]]
 
 
-class Document(BaseModel):
-    """The schema of a kept state: one list of rows per kind, named after it."""
+class Head(BaseModel):
+    """What every kept state begins with; :data:`Document` adds its answers."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
@@ -51,18 +50,22 @@ class Document(BaseModel):
     identity: str
     written: float
     mailbox_function: str | None
-    # The users kept (user, suspended, outgoing mail held, outgoing mail suspended), and the
-    # other users listaccts named (suspended or filtered out).
-    listaccts: Rows[tuple[list[tuple[str, bool, bool, bool]], list[str]]]
-    # addresses; with list_pops_with_disk: address, main mailbox, disk used, quota (None: none).
-    list_pops_for: Rows[tuple[list[str], list[tuple[str, bool, int, int | None]]]]
-    get_unique_sender_recipient_count_per_user: Rows[dict[str, int]]
-    # user and the emailtrack_user_stats counters and limit flags, in MailFlow's order.
-    emailtrack_user_stats: Rows[list[tuple[str, int, int, int, int, int, int, bool, bool]]]
-    # series dropped, then sender and count.
-    get_unique_recipient_count_per_sender_for_user: Rows[tuple[int, list[tuple[str, int]]]]
-    # series dropped, then folder, messages and vsize.
-    mailbox: Rows[tuple[int, list[tuple[str, int, int]]]]
+
+
+def _rows(kind: Kind) -> Any:
+    """The type of one kind's rows, its answers as its family writes them."""
+    return Rows[BY_KIND[kind].wire_type(kind)]  # type: ignore[misc]
+
+
+# The schema of a kept state: the head, then one list of rows per kind, named after it, each
+# answer as its family writes it (families/: the records' own fields).
+_ANSWERS: dict[str, Any] = {kind.value: (_rows(kind), ...) for kind in Kind}
+Document = create_model(
+    "Document",
+    __base__=Head,
+    __doc__="The schema of a kept state: one list of rows per kind, named after it.",
+    **_ANSWERS,
+)
 
 
 # The digest a kept state is filed under; the config owns it, the exporter asks for it here.
@@ -95,130 +98,26 @@ class Capture:
         return hash((self.identity, self.mailbox_function, heads))
 
 
-def _items(state: TargetState) -> Iterator[Item[Any]]:
-    if state.listaccts is not None:
-        yield state.listaccts
-    yield from state.pops.values()
-    yield from state.server_wide
-    yield from state.senders.values()
-    yield from state.mailboxes.values()
-
-
 def capture(state: TargetState, identity: str, offset: float) -> Capture:
     """The state now (on the event loop: between two of its steps it is consistent). A call in
     flight is taken as it was before the call, as if abandoned; items never asked are left out."""
     rows: list[Row] = []
-    for item in _items(state):
-        asked = item.asked_before if item.in_flight else item.attempted_at
-        answer = item.answer
-        if answer is not None and item.kind is Kind.LISTACCTS:
-            # Who else it named tells a user new to the server from one it filtered out.
-            answer = (answer, state.listed)
-        if answer is None:
-            if asked == -math.inf:
-                continue
-            rows.append((item.kind, item.user, item.subject, asked, None, item.last_ok, None))
-        else:
-            answered = item.answered_at
-            asked = max(asked, answered) if asked == -math.inf else asked
-            rows.append((item.kind, item.user, item.subject, asked, answered, item.last_ok, answer))
+    for family in FAMILIES:
+        for item in family.items(state):
+            _capture(family, item, state, rows)
     return Capture(identity, state.mailbox_function, offset, rows)
 
 
-# --- answers to plain lists and back -----------------------------------------------------------
-
-
-def _accounts_out(
-    answer: tuple[dict[str, Account], set[str]],
-) -> tuple[list[tuple[str, bool, bool, bool]], list[str]]:
-    kept, listed = answer
-    others = sorted(listed - kept.keys())
-    return [
-        (a.user, a.suspended, a.outgoing_held, a.outgoing_suspended) for a in kept.values()
-    ], others
-
-
-def _accounts_in(
-    value: tuple[list[tuple[str, bool, bool, bool]], list[str]], user: str, subject: str
-) -> Any:
-    kept, others = value
-    # The users the filters or skip_suspended left out: as suspended users, which the same
-    # filters leave out again (a user they would keep cannot have been left out).
-    return {**{r[0]: Account(*r) for r in kept}, **{u: Account(u, True) for u in others}}
-
-
-def _pops_out(answer: Addresses) -> tuple[tuple[str, ...], list[tuple[str, bool, int, int | None]]]:
-    return answer.addresses, [(m.address, m.main, m.used, m.quota) for m in answer.disk]
-
-
-def _pops_in(
-    value: tuple[list[str], list[tuple[str, bool, int, int | None]]], user: str, subject: str
-) -> Any:
-    addresses, disk = value
-    return Addresses(tuple(addresses), tuple(Mailbox(*m) for m in disk))
-
-
-def _totals(answer: dict[str, int], *_: str) -> dict[str, int]:
-    return answer
-
-
-def _flow_out(answer: dict[str, MailFlow]) -> list[tuple[Any, ...]]:
-    return [
-        (
-            f.user,
-            f.sent,
-            f.delivered,
-            f.deferrals,
-            f.failures,
-            f.defer_failures,
-            f.sent_bytes,
-            f.reached_max_emails,
-            f.reached_max_defer_fail,
-        )
-        for f in answer.values()
-    ]
-
-
-def _flow_in(rows: list[tuple[Any, ...]], user: str, subject: str) -> Any:
-    return {r[0]: MailFlow(*r) for r in rows}
-
-
-def _senders_out(answer: Kept[SenderSample]) -> tuple[int, list[tuple[str, int]]]:
-    return answer.dropped, [(r.sender, r.count) for r in answer.records]
-
-
-def _senders_in(value: tuple[int, list[tuple[str, int]]], user: str, window: str) -> Any:
-    dropped, records = value
-    return Kept(tuple(SenderSample(user, s, window, n) for s, n in records), dropped)
-
-
-def _mailbox_out(answer: Kept[MailboxSample]) -> tuple[int, list[tuple[str, int, int]]]:
-    return answer.dropped, [(r.mailbox, r.messages, r.vsize) for r in answer.records]
-
-
-def _mailbox_in(value: tuple[int, list[tuple[str, int, int]]], user: str, account: str) -> Any:
-    dropped, folders = value
-    # Folder names repeat across every account: one string each, as the live answers keep them.
-    records = (MailboxSample(user, account, sys.intern(f), m, v) for f, m, v in folders)
-    return Kept(tuple(records), dropped)
-
-
-_OUT: dict[Kind, Callable[[Any], Any]] = {
-    Kind.LISTACCTS: _accounts_out,
-    Kind.POPS: _pops_out,
-    Kind.TOTALS: _totals,
-    Kind.MAIL_FLOW: _flow_out,
-    Kind.SENDERS: _senders_out,
-    Kind.MAILBOX: _mailbox_out,
-}
-_IN: dict[Kind, Callable[[Any, str, str], Any]] = {
-    Kind.LISTACCTS: _accounts_in,
-    Kind.POPS: _pops_in,
-    Kind.TOTALS: _totals,
-    Kind.MAIL_FLOW: _flow_in,
-    Kind.SENDERS: _senders_in,
-    Kind.MAILBOX: _mailbox_in,
-}
+def _capture(family: Family, item: Item[Any], state: TargetState, rows: list[Row]) -> None:
+    asked = item.asked_before if item.in_flight else item.attempted_at
+    answer = family.captured(item, state)
+    if answer is None:
+        if asked > -math.inf:
+            rows.append((item.kind, item.user, item.subject, asked, None, item.last_ok, None))
+        return
+    answered = item.answered_at
+    asked = max(asked, answered) if asked == -math.inf else asked
+    rows.append((item.kind, item.user, item.subject, asked, answered, item.last_ok, answer))
 
 
 # Rows encoded at a time: orjson holds the GIL while it encodes, and the event loop must get it
@@ -240,7 +139,7 @@ def dump(taken: Capture, target: str, written: float) -> bytes:
     }
     parts = [orjson.dumps(head)[:-1]]
     for kind, rows in by_kind.items():
-        out = _OUT[kind]
+        out = BY_KIND[kind].dump
         chunks = (
             orjson.dumps(
                 [
@@ -250,7 +149,7 @@ def dump(taken: Capture, target: str, written: float) -> bytes:
                         asked + offset,
                         None if answered is None else answered + offset,
                         ok,
-                        None if answer is None else out(answer),
+                        None if answer is None else out(kind, answer),
                     )
                     for _, user, subject, asked, answered, ok, answer in rows[i : i + CHUNK]
                 ]
@@ -262,7 +161,7 @@ def dump(taken: Capture, target: str, written: float) -> bytes:
     return b"".join(parts)
 
 
-def parse(payload: bytes) -> Document:
+def parse(payload: bytes) -> Head:
     """A document decoded and checked whole; raises :class:`Unusable`."""
     try:
         return Document.model_validate_json(payload)
@@ -273,37 +172,8 @@ def parse(payload: bytes) -> Document:
         raise Unusable(problem) from None
 
 
-def _max_age(module: ModuleConfig) -> dict[Kind, float]:
-    """How long an answer of each kind is served (discovery's for ever)."""
-    return {
-        Kind.LISTACCTS: math.inf,
-        Kind.POPS: math.inf,
-        Kind.TOTALS: module.unique_recipients.max_age,
-        Kind.SENDERS: module.unique_recipients.max_age,
-        Kind.MAIL_FLOW: module.mail_flow.max_age,
-        Kind.MAILBOX: module.mailboxes.max_age,
-    }
-
-
-def _find(state: TargetState, kind: Kind, user: str, subject: str) -> Item[Any] | None:
-    match kind:
-        case Kind.LISTACCTS:
-            return state.listaccts
-        case Kind.POPS:
-            return state.pops.get(user)
-        case Kind.TOTALS:
-            return state.totals.get(subject)
-        case Kind.MAIL_FLOW:
-            return state.mail_flow.get(subject)
-        case Kind.SENDERS:
-            return state.senders.get((user, subject))
-        case Kind.MAILBOX:
-            return state.mailboxes.get((user, subject))
-    raise AssertionError(kind)
-
-
 def restore(
-    document: Document,
+    document: Head,
     module: ModuleConfig,
     users: Mapping[str, tuple[str, ...]],
     now: float,
@@ -313,7 +183,7 @@ def restore(
     monotonic clock, ``wall``: the time of day). Answers past their ``max_age`` are left out:
     their items are asked as new. Raises :class:`Unusable` when the document does not fit."""
     offset = wall - now
-    max_age = _max_age(module)
+    max_age = max_age_of(module)
     rows: list[Row] = []
     for kind in Kind:
         for user, subject, asked, answered, ok, value in getattr(document, kind.value):
@@ -329,22 +199,20 @@ def restore(
                 rows.append((kind, user, subject, asked, answered, ok, value))
     # The inventory first, then everything in the order it was asked, as it happened: a total
     # heats the users whose breakdowns are older, a breakdown notes the total it was read with.
-    first = {Kind.LISTACCTS: 0, Kind.POPS: 1}
-    rows.sort(key=lambda r: (first.get(r[0], 2), r[3]))
+    rows.sort(key=lambda r: (BY_KIND[r[0]].replay_rank(r[0]), r[3]))
     state = TargetState(module, users)
     auto = module.mailboxes.function == "auto"
     state.mailbox_function = document.mailbox_function if auto else module.mailboxes.function
     for kind, user, subject, asked, answered, ok, value in rows:
-        item = _find(state, kind, user, subject)
-        if item is None and kind is Kind.SENDERS and user not in state.accounts:
-            # A user outside the inventory the server-wide answers named (nobody, say): its
-            # breakdown's item, made as they make it (hot, if it is, once they are replayed).
-            state.heat([user], [subject], -math.inf)
-            item = _find(state, kind, user, subject)
+        family = BY_KIND[kind]
+        item = family.find(state, kind, user, subject)
+        if item is None:
+            family.restored_outside(state, kind, user, subject)
+            item = family.find(state, kind, user, subject)
         if item is None or item.in_flight:
             raise Unusable(f"{kind.value} {user} {subject}: not in the inventory the answers give")
         state.start(item, asked, urgent=False)
         if value is not None and answered is not None:
-            state.answered(item, _IN[kind](value, user, subject), answered)
+            state.answered(item, family.load(kind, value, user, subject), answered)
         state.finish(item, ok)
     return state

@@ -26,6 +26,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from whm_exporter import families
 from whm_exporter.collect.state import Item, Kind, Lane, Stage, TargetState
 from whm_exporter.config import ModuleConfig
 
@@ -44,16 +45,8 @@ _SENDERS_FIRST = (
 
 
 def refresh_of(module: ModuleConfig) -> dict[Kind, float]:
-    discovery = module.discovery.refresh
-    recipients = module.unique_recipients.refresh
-    return {
-        Kind.LISTACCTS: discovery,
-        Kind.POPS: discovery,
-        Kind.MAILBOX: module.mailboxes.refresh,
-        Kind.SENDERS: recipients,
-        Kind.TOTALS: recipients,
-        Kind.MAIL_FLOW: module.mail_flow.refresh,
-    }
+    """How long an answer of each kind is not asked again, as its family says."""
+    return families.refresh_of(module)
 
 
 def eligible(item: Item[Any], now: float, epoch: float, refresh: Refresh) -> bool:
