@@ -31,8 +31,8 @@ from whm_exporter.collect.state import Item, Kind, Lane, Stage, TargetState
 from whm_exporter.config import ModuleConfig
 
 Refresh = Mapping[Kind, float]
-# The lanes items never answered wait in, in the order of tier (c).
-_FIRST_TIME = (Kind.LISTACCTS, Kind.POPS, Kind.MAILBOX, Kind.SENDERS)
+# The lanes items never answered wait in, in the order of tier (c), as the families rank them.
+_FIRST_TIME = families.FIRST_TIME
 _FIRST_TIME_LANES = tuple((k, s) for k in _FIRST_TIME for s in (Stage.NEW, Stage.FAILED))
 # Without per-user totals: a new user list, then every sender, answered or not.
 _SENDERS_FIRST = (

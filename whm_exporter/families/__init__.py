@@ -23,6 +23,9 @@ BY_KIND: dict[Kind, Family] = {kind: f for f in FAMILIES for kind in f.kinds}
 # The families in the order their metrics stand in a probe's output.
 EXPOSED = tuple(sorted(FAMILIES, key=lambda f: f.exposition_rank))
 assert list(BY_KIND) == list(Kind), "the families own every kind once, in Kind's order"
+# The kinds whose items never answered wait in the schedule's tier (c), in its order.
+_TIERED = [f for f in FAMILIES if f.first_rank is not None]
+FIRST_TIME = tuple(k for f in sorted(_TIERED, key=lambda f: f.first_rank or 0) for k in f.kinds)
 
 
 def refresh_of(module: ModuleConfig) -> dict[Kind, float]:

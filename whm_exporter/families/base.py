@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, get_type_hints
 
-from whm_exporter.collect.state import Item, Kind, TargetState
+from whm_exporter.collect.state import Item, Kept, Kind, TargetState
 from whm_exporter.config import ModuleConfig, Window
 from whm_exporter.whm.errors import WHMError
 
@@ -148,6 +148,9 @@ class Family:
     kinds: ClassVar[tuple[Kind, ...]]
     # Where its metric families stand in a probe's output (lowest first).
     exposition_rank: ClassVar[int]
+    # Its place in the schedule's tier (c), items never answered (lowest first); None for a
+    # server-wide family, asked first of all (tier a).
+    first_rank: ClassVar[int | None] = None
 
     # --- config -----------------------------------------------------------------------------
 
@@ -215,3 +218,20 @@ class Family:
     def render(self, s: Snapshot) -> list[MetricFamily]:
         """Its metric families, named and explained here and nowhere else."""
         raise NotImplementedError
+
+
+class KeptFamily(Family):
+    """A family whose answers are :class:`Kept` records (what filters and limits leave, and how
+    many series they dropped), written as that count, then each record's ``rows``."""
+
+    rows: ClassVar[Fields[Any]]
+
+    def wire_type(self, kind: Kind) -> Any:
+        return tuple[int, list[self.rows.wire]]  # type: ignore[name-defined]
+
+    def dump(self, kind: Kind, answer: Kept[Any]) -> Any:
+        return answer.dropped, [self.rows.out(r) for r in answer.records]
+
+    def load(self, kind: Kind, value: Any, user: str, subject: str) -> Any:
+        dropped, records = value
+        return Kept(tuple(self.rows.into(r, user, subject) for r in records), dropped)

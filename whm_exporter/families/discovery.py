@@ -27,6 +27,7 @@ class Discovery(Family):
     section = "discovery"
     kinds = (Kind.LISTACCTS, Kind.POPS)
     exposition_rank = 4
+    first_rank = 0
 
     def max_age(self, module: ModuleConfig, kind: Kind) -> float:
         return math.inf

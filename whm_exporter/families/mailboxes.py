@@ -10,7 +10,7 @@ from itertools import chain
 from typing import Any
 
 from whm_exporter.collect.state import Item, Kept, Kind, TargetState
-from whm_exporter.families.base import Call, Family, Fields, Served
+from whm_exporter.families.base import Call, Fields, KeptFamily, Served
 from whm_exporter.selection import selected
 from whm_exporter.series import Family as MetricFamily
 from whm_exporter.series import Lazy
@@ -37,10 +37,12 @@ def current_function(state: TargetState) -> str:
     return state.mailbox_function or MAILBOX_LIST
 
 
-class Mailboxes(Family):
+class Mailboxes(KeptFamily):
+    rows = ROWS
     section = "mailboxes"
     kinds = (Kind.MAILBOX,)
     exposition_rank = 0
+    first_rank = 1
 
     def plan(self, item: Item[Any], state: TargetState, wall: float) -> Call:
         function = current_function(state)
@@ -65,16 +67,6 @@ class Mailboxes(Family):
 
     def find(self, state: TargetState, kind: Kind, user: str, subject: str) -> Item[Any] | None:
         return state.mailboxes.get((user, subject))
-
-    def wire_type(self, kind: Kind) -> Any:
-        return tuple[int, list[ROWS.wire]]  # type: ignore[name-defined]
-
-    def dump(self, kind: Kind, answer: Kept[MailboxSample]) -> Any:
-        return answer.dropped, [ROWS.out(r) for r in answer.records]
-
-    def load(self, kind: Kind, value: Any, user: str, subject: str) -> Any:
-        dropped, folders = value
-        return Kept(tuple(ROWS.into(f, user, subject) for f in folders), dropped)
 
     def serve(self, state: TargetState, served: Served) -> Mapping[str, Any]:
         module = state.module

@@ -11,7 +11,7 @@ from typing import Any
 
 from whm_exporter.collect.state import Item, Kept, Kind, TargetState
 from whm_exporter.config import ModuleConfig, Window
-from whm_exporter.families.base import Call, Family, Fields, Served, span
+from whm_exporter.families.base import Call, Fields, KeptFamily, Served, span
 from whm_exporter.selection import top_senders
 from whm_exporter.series import Family as MetricFamily
 from whm_exporter.series import Lazy
@@ -23,10 +23,12 @@ ROWS: Fields[SenderSample] = Fields(SenderSample, from_key={"user": "user", "win
 METRIC = "whm_sender_unique_recipients"
 
 
-class Senders(Family):
+class Senders(KeptFamily):
+    rows = ROWS
     section = "unique_recipients"
     kinds = (Kind.SENDERS,)
     exposition_rank = 1
+    first_rank = 2
 
     def windows(self, module: ModuleConfig) -> tuple[Window, ...]:
         return module.unique_recipients.windows
@@ -53,16 +55,6 @@ class Senders(Family):
             # A user outside the inventory the server-wide answers named (nobody, say): its
             # breakdown's item, made as they make it (hot, if it is, once they are replayed).
             state.heat([user], [subject], -math.inf)
-
-    def wire_type(self, kind: Kind) -> Any:
-        return tuple[int, list[ROWS.wire]]  # type: ignore[name-defined]
-
-    def dump(self, kind: Kind, answer: Kept[SenderSample]) -> Any:
-        return answer.dropped, [ROWS.out(r) for r in answer.records]
-
-    def load(self, kind: Kind, value: Any, user: str, subject: str) -> Any:
-        dropped, records = value
-        return Kept(tuple(ROWS.into(r, user, subject) for r in records), dropped)
 
     def serve(self, state: TargetState, served: Served) -> Mapping[str, Any]:
         recipients = state.module.unique_recipients

@@ -1,0 +1,37 @@
+"""The family registry: every kind owned once, in the orders the schedule, the kept state and
+the probe's output have always had; records written from their own fields."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from whm_exporter import families
+from whm_exporter.collect.state import Kind
+from whm_exporter.families import mailboxes, senders
+from whm_exporter.families.base import Fields
+from whm_exporter.snapshot import MailboxSample
+from whm_exporter.whm.parse import MailFlow
+
+
+def test_the_registry_keeps_todays_orders() -> None:
+    assert list(families.BY_KIND) == list(Kind)
+    assert families.FIRST_TIME == (Kind.LISTACCTS, Kind.POPS, Kind.MAILBOX, Kind.SENDERS)
+    assert [f.kinds[0] for f in families.EXPOSED] == [
+        Kind.MAILBOX,
+        Kind.SENDERS,
+        Kind.TOTALS,
+        Kind.MAIL_FLOW,
+        Kind.LISTACCTS,
+    ]
+
+
+def test_a_record_is_written_from_its_fields_less_its_key() -> None:
+    flow = MailFlow("bob", 1, 2, 3, 4, 5, 6, True, False)
+    rows = Fields(MailFlow)
+    assert rows.out(flow) == dataclasses.astuple(flow)
+    assert rows.into(list(rows.out(flow))) == flow
+    sample = MailboxSample("bob", "a@x", "INBOX", 3, 40)
+    kept = mailboxes.ROWS
+    assert kept.out(sample) == ("INBOX", 3, 40)
+    assert kept.into(["INBOX", 3, 40], "bob", "a@x") == sample
+    assert senders.ROWS.written == ("sender", "count")
