@@ -16,17 +16,20 @@ from typing import Any
 import aiohttp
 import aioresponses_shim
 import pytest
+import yaml
 from aiohttp import web
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from whm_exporter.config import Loaded, build_config
+from whm_exporter.config import Loaded, build_config, load_config
 from whm_exporter.exporter import Exporter
 from whm_exporter.metrics import ExporterMetrics
-from whm_exporter.server import make_app
+from whm_exporter.server import WebOptions, make_app
 from whm_exporter.simulator import Dataset, Knobs, Simulator, serve
+from whm_exporter.storage import Keeper
+from whm_exporter.webconfig import WebSecurity
 
 aioresponses_shim.install()
 
@@ -96,6 +99,8 @@ class Running:
     url: str
     session: aiohttp.ClientSession
     runner: web.AppRunner
+    # The file the config was loaded from (start_exporter's config_file), else None.
+    config_file: Path | None = None
 
     async def get(self, path: str, **headers: str) -> tuple[int, str]:
         async with self.session.get(self.url + path, headers=headers) as resp:
@@ -128,17 +133,44 @@ async def whm(start_whm: Callable[..., Awaitable[WHM]]) -> WHM:
 
 
 @pytest.fixture
-async def start_exporter() -> AsyncIterator[Callable[[dict[str, Any]], Awaitable[Running]]]:
+async def start_exporter(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Running]]]:
+    """Start the exporter's app on a loopback port: ``config_file`` loads the document from
+    tmp_path/config.yml (so that /-/reload reads it again), ``storage`` is --storage.path
+    (written every ``interval`` seconds), ``security`` the web config (TLS, basic auth) and
+    ``options`` the web flags. Stopped as SIGTERM stops it (the app's cleanup)."""
     started: list[tuple[web.AppRunner, aiohttp.ClientSession]] = []
 
-    async def start(document: dict[str, Any]) -> Running:
-        exporter = Exporter(loaded(document), ExporterMetrics(), None)
-        runner = web.AppRunner(make_app(exporter), access_log=None)
+    async def start(
+        document: dict[str, Any],
+        *,
+        config_file: bool = False,
+        storage: Path | None = None,
+        interval: float = 60.0,
+        security: WebSecurity | None = None,
+        options: WebOptions | None = None,
+    ) -> Running:
+        metrics = ExporterMetrics()
+        path = None
+        if config_file:
+            path = tmp_path / "config.yml"
+            path.write_text(yaml.safe_dump(document))
+        keeper = None
+        if storage is not None:
+            keeper = Keeper.open(storage, metrics.state_writes, interval=interval)
+        exporter = Exporter(
+            load_config(path) if path else loaded(document),
+            metrics,
+            str(path) if path else None,
+            keeper=keeper,
+        )
+        runner = web.AppRunner(make_app(exporter, security, options), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        tls = security.ssl_context if security else None
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls).start()
         session = aiohttp.ClientSession()
         started.append((runner, session))
-        return Running(exporter, f"http://127.0.0.1:{runner.addresses[0][1]}", session, runner)
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{runner.addresses[0][1]}"
+        return Running(exporter, url, session, runner, path)
 
     yield start
     for runner, session in started:

@@ -7,20 +7,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import yaml
-from aiohttp import web
 from conftest import TOKEN, WHM, Running, module, samples, series, value, wait_until
 
-from whm_exporter.config import load_config
-from whm_exporter.exporter import Exporter
-from whm_exporter.metrics import ExporterMetrics
-from whm_exporter.server import make_app
 from whm_exporter.simulator import Dataset
 
 SMALL = Dataset(accounts=4, users=2, folders=2)
@@ -28,25 +23,15 @@ OTHER = Dataset(seed=2, accounts=6, users=3, folders=2)
 
 
 @pytest.fixture
-async def from_file(tmp_path: Path) -> AsyncIterator[Any]:
-    runners: list[tuple[web.AppRunner, aiohttp.ClientSession]] = []
+def from_file(start_exporter: Callable[..., Awaitable[Running]]) -> Any:
+    """Start an exporter from a config file; answers it and the file."""
 
     async def start(document: dict[str, Any]) -> tuple[Running, Path]:
-        path = tmp_path / "config.yml"
-        path.write_text(yaml.safe_dump(document))
-        exporter = Exporter(load_config(path), ExporterMetrics(), str(path))
-        runner = web.AppRunner(make_app(exporter), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        session = aiohttp.ClientSession()
-        runners.append((runner, session))
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        return Running(exporter, url, session, runner), path
+        running = await start_exporter(document, config_file=True)
+        assert running.config_file is not None
+        return running, running.config_file
 
-    yield start
-    for runner, session in runners:
-        await session.close()
-        await runner.cleanup()
+    return start
 
 
 async def _post(running: Running, path: str) -> int:

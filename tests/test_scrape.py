@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import WHM, loaded, module, require_tool, wait_until
+from conftest import WHM, Running, loaded, module, require_tool, wait_until
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 from whm_exporter.exporter import Exporter
 from whm_exporter.metrics import ExporterMetrics, Family
-from whm_exporter.server import WebOptions, _exposition, make_app
+from whm_exporter.server import WebOptions, _exposition
 from whm_exporter.simulator import Dataset
 
 DATASET = Dataset(accounts=20, users=5, folders=5)
@@ -55,30 +55,25 @@ Get = Callable[..., Awaitable[Answer]]
 
 
 @pytest.fixture
-async def serve(whm: WHM) -> AsyncIterator[Callable[..., Awaitable[tuple[Get, Exporter]]]]:
+async def serve(
+    whm: WHM, start_exporter: Callable[..., Awaitable[Running]]
+) -> AsyncIterator[Callable[..., Awaitable[tuple[Get, Exporter]]]]:
     """The exporter with WebOptions, and a client that sees the bytes as sent (no
     decompression, no Accept-Encoding unless the test gives one)."""
-    runners: list[web.AppRunner] = []
     session = aiohttp.ClientSession(auto_decompress=False, skip_auto_headers=["Accept-Encoding"])
 
     async def start(options: WebOptions | None = None, **overrides: Any) -> tuple[Get, Exporter]:
-        exporter = Exporter(loaded(module(whm.url, **overrides)), ExporterMetrics(), None)
-        runner = web.AppRunner(make_app(exporter, None, options), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        running = await start_exporter(module(whm.url, **overrides), options=options)
 
         async def get(path: str, **headers: str) -> Answer:
-            async with session.get(base + path, headers=headers, allow_redirects=False) as resp:
+            url = running.url + path
+            async with session.get(url, headers=headers, allow_redirects=False) as resp:
                 return Answer(resp, await resp.read())
 
-        return get, exporter
+        return get, running.exporter
 
     yield start
     await session.close()
-    for runner in runners:
-        await runner.cleanup()
 
 
 def strict(parsed: Any) -> list[Metric]:

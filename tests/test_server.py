@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import bcrypt
 import pytest
-from aiohttp import web
-from conftest import WHM, loaded, module
+from conftest import WHM, Running, module
 
-from whm_exporter.exporter import Exporter
-from whm_exporter.metrics import ExporterMetrics
-from whm_exporter.server import WebOptions, make_app
+from whm_exporter.server import WebOptions
 from whm_exporter.webconfig import WebSecurity, load_web_config
 
 
 @pytest.fixture(params=["open", "basic auth"])
 async def exporter_url(
-    request: pytest.FixtureRequest, whm: WHM, tmp_path: Path
-) -> AsyncIterator[str]:
+    request: pytest.FixtureRequest,
+    whm: WHM,
+    tmp_path: Path,
+    start_exporter: Callable[..., Awaitable[Running]],
+) -> str:
     """The exporter under a route prefix (so that / redirects), with no web config or with
     basic auth (so that every answer but the 401 is an error)."""
     security: WebSecurity | None = None
@@ -29,13 +29,9 @@ async def exporter_url(
         hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
         (tmp_path / "web.yml").write_text(f"basic_auth_users:\n  prometheus: '{hashed}'\n")
         security = load_web_config(tmp_path / "web.yml")
-    exporter = Exporter(loaded(module(whm.url)), ExporterMetrics(), None)
-    app = make_app(exporter, security, WebOptions(route_prefix="/whm/"))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    options = WebOptions(route_prefix="/whm/")
+    running = await start_exporter(module(whm.url), security=security, options=options)
+    return running.url
 
 
 @pytest.mark.parametrize(

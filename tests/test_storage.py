@@ -5,6 +5,7 @@ collecting when the disk refuses."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -13,23 +14,18 @@ import stat
 import subprocess
 import sys
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import yaml
-from aiohttp import web
 from conftest import TOKEN, WHM, Running, module, samples, series, value, wait_until
 
 from whm_exporter import storage
 from whm_exporter.collect import persist
 from whm_exporter.collect.persist import Unusable
-from whm_exporter.config import load_config
-from whm_exporter.exporter import Exporter
 from whm_exporter.metrics import ExporterMetrics
-from whm_exporter.server import make_app
 from whm_exporter.simulator import Dataset
 
 DATASET = Dataset(accounts=24, users=6, folders=3)
@@ -184,28 +180,10 @@ def test_a_kill_in_the_middle_of_a_write_leaves_a_whole_snapshot(
 
 
 @pytest.fixture
-async def kept(tmp_path: Path) -> AsyncIterator[Any]:
+def kept(start_exporter: Callable[..., Awaitable[Running]], tmp_path: Path) -> Any:
     """Start an exporter from a config file with --storage.path (tmp_path/state); stop it as
     SIGTERM does (the app's cleanup: probes answered, the last write)."""
-    running: list[tuple[web.AppRunner, aiohttp.ClientSession]] = []
-
-    async def start(document: dict[str, Any], interval: float = 60.0) -> Running:
-        config = tmp_path / "config.yml"
-        config.write_text(yaml.safe_dump(document))
-        metrics = ExporterMetrics()
-        keeper = storage.Keeper.open(tmp_path / "state", metrics.state_writes, interval=interval)
-        exporter = Exporter(load_config(config), metrics, str(config), keeper=keeper)
-        runner = web.AppRunner(make_app(exporter), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        session = aiohttp.ClientSession()
-        running.append((runner, session))
-        return Running(exporter, f"http://127.0.0.1:{runner.addresses[0][1]}", session, runner)
-
-    yield start
-    for runner, session in running:
-        await session.close()
-        await runner.cleanup()
+    return functools.partial(start_exporter, config_file=True, storage=tmp_path / "state")
 
 
 async def stop(running: Running) -> None:

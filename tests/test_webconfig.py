@@ -8,20 +8,17 @@ import asyncio
 import base64
 import ssl
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import bcrypt
 import pytest
 import trustme
-from aiohttp import web
-from conftest import WHM, loaded, module
+from conftest import WHM, Running, module
 
 from whm_exporter import webconfig
-from whm_exporter.exporter import Exporter
-from whm_exporter.metrics import ExporterMetrics
-from whm_exporter.server import WebOptions, make_app
+from whm_exporter.server import WebOptions
 from whm_exporter.webconfig import WebSecurity, load_web_config
 from whm_exporter.yamlconf import ConfigError
 
@@ -64,24 +61,24 @@ def web_config(ca: trustme.CA, tmp_path: Path, hashed: str) -> Path:
     return path
 
 
-async def start(
-    security: WebSecurity, whm: WHM, options: WebOptions | None = None
-) -> tuple[web.AppRunner, str]:
-    """The real exporter app behind the web config."""
-    exporter = Exporter(loaded(module(whm.url)), ExporterMetrics(), None)
-    runner = web.AppRunner(make_app(exporter, security, options), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=security.ssl_context).start()
-    scheme = "https" if security.ssl_context else "http"
-    return runner, f"{scheme}://127.0.0.1:{runner.addresses[0][1]}"
+Start = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
-async def secured(whm: WHM, web_config: Path) -> AsyncIterator[tuple[WebSecurity, str]]:
+def start(whm: WHM, start_exporter: Callable[..., Awaitable[Running]]) -> Start:
+    """The real exporter app behind the web config: its URL."""
+
+    async def start(security: WebSecurity, options: WebOptions | None = None) -> str:
+        running = await start_exporter(module(whm.url), security=security, options=options)
+        return running.url
+
+    return start
+
+
+@pytest.fixture
+async def secured(start: Start, web_config: Path) -> tuple[WebSecurity, str]:
     security = load_web_config(web_config)
-    runner, url = await start(security, whm)
-    yield security, url
-    await runner.cleanup()
+    return security, await start(security)
 
 
 def _basic(user: str, password: str) -> dict[str, str]:
@@ -128,11 +125,9 @@ async def test_plain_http_is_refused_by_the_tls_listener(secured: tuple[WebSecur
 
 
 @pytest.fixture
-async def prefixed(whm: WHM, web_config: Path) -> AsyncIterator[str]:
+async def prefixed(start: Start, web_config: Path) -> str:
     """The exporter behind the web config, under a route prefix (so that / redirects)."""
-    runner, url = await start(load_web_config(web_config), whm, WebOptions(route_prefix="/whm/"))
-    yield url
-    await runner.cleanup()
+    return await start(load_web_config(web_config), WebOptions(route_prefix="/whm/"))
 
 
 AUTH = _basic("prometheus", PASSWORD)
@@ -246,7 +241,7 @@ async def test_unknown_user_costs_a_bcrypt_check_at_the_users_cost(
 
 
 async def test_relative_paths_resolve_against_the_web_config_folder(
-    ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whm: WHM
+    ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start: Start
 ) -> None:
     folder = tmp_path / "etc"
     folder.mkdir()
@@ -254,31 +249,27 @@ async def test_relative_paths_resolve_against_the_web_config_folder(
     (folder / "web.yml").write_text(TLS)
     monkeypatch.chdir(tmp_path)  # where server.crt is not
     security = load_web_config("etc/web.yml")
-    runner, url = await start(security, whm)
-    try:
-        assert await _status(url + "/-/healthy", ca, None) == 200
-    finally:
-        await runner.cleanup()
+    url = await start(security)
+    assert await _status(url + "/-/healthy", ca, None) == 200
 
 
-async def test_client_certificates_when_required(ca: trustme.CA, tmp_path: Path, whm: WHM) -> None:
+async def test_client_certificates_when_required(
+    ca: trustme.CA, tmp_path: Path, start: Start
+) -> None:
     write_pki(ca, tmp_path)
     path = tmp_path / "web.yml"
     path.write_text(
         TLS + "  client_ca_file: ca.pem\n  client_auth_type: RequireAndVerifyClientCert\n"
     )
-    runner, url = await start(load_web_config(path), whm)
-    try:
-        async with aiohttp.ClientSession() as session:
-            with pytest.raises(aiohttp.ClientError):
-                async with session.get(url + "/-/healthy", ssl=trusting(ca)) as resp:
-                    await resp.read()
-            with_cert = trusting(ca)
-            ca.issue_cert("prometheus.client").configure_cert(with_cert)
-            async with session.get(url + "/-/healthy", ssl=with_cert) as resp:
-                assert resp.status == 200
-    finally:
-        await runner.cleanup()
+    url = await start(load_web_config(path))
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientError):
+            async with session.get(url + "/-/healthy", ssl=trusting(ca)) as resp:
+                await resp.read()
+        with_cert = trusting(ca)
+        ca.issue_cert("prometheus.client").configure_cert(with_cert)
+        async with session.get(url + "/-/healthy", ssl=with_cert) as resp:
+            assert resp.status == 200
 
 
 @pytest.mark.parametrize(
@@ -292,7 +283,7 @@ async def test_client_certificates_when_required(ca: trustme.CA, tmp_path: Path,
     ],
 )
 async def test_client_allowed_sans(
-    ca: trustme.CA, tmp_path: Path, whm: WHM, names: list[str], allowed: str, status: int
+    ca: trustme.CA, tmp_path: Path, start: Start, names: list[str], allowed: str, status: int
 ) -> None:
     write_pki(ca, tmp_path)
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
@@ -304,13 +295,10 @@ async def test_client_allowed_sans(
         "  client_auth_type: RequireAndVerifyClientCert\n"
         f"  client_allowed_sans: ['{allowed}']\n"
     )
-    runner, url = await start(load_web_config(path), whm)
-    try:
-        ctx = trusting(ca)
-        ca.issue_cert(*names).configure_cert(ctx)
-        assert await _status(url + "/-/healthy", ca, None, ctx) == status
-    finally:
-        await runner.cleanup()
+    url = await start(load_web_config(path))
+    ctx = trusting(ca)
+    ca.issue_cert(*names).configure_cert(ctx)
+    assert await _status(url + "/-/healthy", ca, None, ctx) == status
 
 
 @pytest.mark.parametrize(
@@ -375,7 +363,7 @@ async def test_tls_versions_and_ciphers(
 
 @pytest.mark.parametrize("memfd", [True, False])
 async def test_inline_certificate_and_key(
-    ca: trustme.CA, tmp_path: Path, whm: WHM, monkeypatch: pytest.MonkeyPatch, memfd: bool
+    ca: trustme.CA, tmp_path: Path, start: Start, monkeypatch: pytest.MonkeyPatch, memfd: bool
 ) -> None:
     if not memfd:  # as on systems without memfd_create: through a private temporary folder
         monkeypatch.delattr("os.memfd_create", raising=False)
@@ -388,11 +376,8 @@ async def test_inline_certificate_and_key(
         f"tls_server_config:\n  cert: {block(leaf.cert_chain_pems[0].bytes())}"
         f"  key: {block(leaf.private_key_pem.bytes())}"
     )
-    runner, url = await start(load_web_config(tmp_path / "web.yml"), whm)
-    try:
-        assert await _status(url + "/-/healthy", ca, None) == 200
-    finally:
-        await runner.cleanup()
+    url = await start(load_web_config(tmp_path / "web.yml"))
+    assert await _status(url + "/-/healthy", ca, None) == 200
 
 
 def test_every_go_cipher_name_is_known_to_openssl() -> None:
@@ -491,15 +476,12 @@ def test_rate_limit_interval_is_a_go_duration(interval: object, seconds: float) 
     assert webconfig._go_duration(interval) == pytest.approx(seconds)
 
 
-async def test_rate_limit_lets_a_burst_through(whm: WHM, tmp_path: Path) -> None:
+async def test_rate_limit_lets_a_burst_through(start: Start, tmp_path: Path) -> None:
     (tmp_path / "web.yml").write_text("rate_limit:\n  interval: 1h\n  burst: 2\n")
-    runner, url = await start(load_web_config(tmp_path / "web.yml"), whm)
-    try:
-        async with aiohttp.ClientSession() as session:
-            found = []
-            for _ in range(3):
-                async with session.get(url + "/-/healthy") as resp:
-                    found.append(resp.status)
-        assert found == [200, 200, 429]
-    finally:
-        await runner.cleanup()
+    url = await start(load_web_config(tmp_path / "web.yml"))
+    async with aiohttp.ClientSession() as session:
+        found = []
+        for _ in range(3):
+            async with session.get(url + "/-/healthy") as resp:
+                found.append(resp.status)
+    assert found == [200, 200, 429]
