@@ -22,12 +22,12 @@ from whm_exporter.snapshot import (
     DiskSample,
     LimitSample,
     MailboxSample,
-    MailFlowSample,
     SenderSample,
     Snapshot,
     UserFlags,
     UserSample,
 )
+from whm_exporter.whm.parse import MailFlow
 
 HOSTILE = ['quote"d', "back\\slash", "new\nline", "ünïcødé ✉", "trailing\\", "{br}a,ces=", ""]
 
@@ -51,7 +51,7 @@ def snapshot() -> Snapshot:
         ],
         senders=[SenderSample("bob", name or "x", "1h", 600) for name in HOSTILE],
         user_totals=[UserSample("bob", "1h", 7)],
-        mail_flow=[MailFlowSample("bob", "1h", 14, 14, 0, 0, 1, 27444)],
+        mail_flow=[("1h", MailFlow("bob", 14, 14, 0, 0, 1, 27444, True, False))],
         limits=[LimitSample("bob", "max_emails_per_hour", True)],
         user_flags=[UserFlags("bob", held=True, suspended=False)],
         disk=[DiskSample("bob", "a@x", 483, None), DiskSample("bob", "b@x", 10, 2**30)],

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from whm_exporter.whm.parse import MailFlow
+
 
 @dataclass(frozen=True, slots=True)
 class MailboxSample:
@@ -29,20 +31,6 @@ class UserSample:
     user: str
     window: str
     count: int
-
-
-@dataclass(frozen=True, slots=True)
-class MailFlowSample:
-    """emailtrack_user_stats for one user and window; ``limits``: cPanel limits reached."""
-
-    user: str
-    window: str
-    sent: int
-    delivered: int
-    deferrals: int
-    failures: int
-    defer_failures: int
-    sent_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +92,8 @@ class Snapshot:
     mailboxes: Sequence[MailboxSample]
     senders: Sequence[SenderSample]
     user_totals: Sequence[UserSample]
-    mail_flow: Sequence[MailFlowSample]
+    # (window, the user's emailtrack_user_stats record), by user then window.
+    mail_flow: Sequence[tuple[str, MailFlow]]
     limits: Sequence[LimitSample]
     user_flags: Sequence[UserFlags]
     disk: Sequence[DiskSample]

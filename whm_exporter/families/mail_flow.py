@@ -11,14 +11,14 @@ from whm_exporter.collect.state import Item, Kind, TargetState
 from whm_exporter.config import ModuleConfig, Window
 from whm_exporter.families.base import Call, Family, Fields, Problems, Served, span
 from whm_exporter.series import Family as MetricFamily
-from whm_exporter.snapshot import LimitSample, MailFlowSample, Snapshot
+from whm_exporter.snapshot import LimitSample, Snapshot
 from whm_exporter.whm import parse
 from whm_exporter.whm.errors import WHMError
 
 # A kept answer: one row per user, MailFlow's fields in order.
 ROWS: Fields[parse.MailFlow] = Fields(parse.MailFlow)
 
-# emailtrack_user_stats counters: (metric, HELP, MailFlowSample field).
+# emailtrack_user_stats counters: (metric, HELP, MailFlow field).
 COUNTERS = (
     ("whm_user_mail_sent_messages", "Messages the user sent in the window (SENDCOUNT).", "sent"),
     (
@@ -79,7 +79,7 @@ class MailFlow(Family):
 
     def serve(self, state: TargetState, served: Served) -> Mapping[str, Any]:
         module = state.module
-        flows: list[MailFlowSample] = []
+        flows: list[tuple[str, parse.MailFlow]] = []
         limits: dict[str, tuple[LimitSample, LimitSample]] = {}
         # cPanel's limits are per hour: the flags come from the shortest window alone (a longer
         # one would keep a limit "reached" for a day), 0 for users with mail only in a longer
@@ -93,18 +93,7 @@ class MailFlow(Family):
                 for r in records.values():
                     if r.user not in served.named:
                         continue
-                    flows.append(
-                        MailFlowSample(
-                            r.user,
-                            flow.subject,
-                            r.sent,
-                            r.delivered,
-                            r.deferrals,
-                            r.failures,
-                            r.defer_failures,
-                            r.sent_bytes,
-                        )
-                    )
+                    flows.append((flow.subject, r))
                     if shortest:
                         limits[r.user] = _limits(
                             r.user, r.reached_max_emails, r.reached_max_defer_fail
@@ -112,19 +101,19 @@ class MailFlow(Family):
                     elif flags_served and r.user not in limits:
                         limits[r.user] = _limits(r.user, False, False)
         return {
-            "mail_flow": sorted(flows, key=lambda f: (f.user, f.window)),
+            "mail_flow": sorted(flows, key=lambda f: (f[1].user, f[0])),
             "limits": [s for user in sorted(limits) for s in limits[user]],
         }
 
     def render(self, s: Snapshot) -> list[MetricFamily]:
-        labels = [(f.user, f.window) for f in s.mail_flow]
+        labels = [(f.user, window) for window, f in s.mail_flow]
         return [
             *(
                 MetricFamily(
                     name,
                     text,
                     ("user", "window"),
-                    [(k, getattr(f, field)) for k, f in zip(labels, s.mail_flow, strict=True)],
+                    [(k, getattr(f, field)) for k, (_, f) in zip(labels, s.mail_flow, strict=True)],
                 )
                 for name, text, field in COUNTERS
             ),

@@ -24,9 +24,10 @@ from typing import Any
 
 from aiohttp import web
 
-from whm_exporter.simulator.dataset import Dataset, FolderData
+from whm_exporter.simulator.dataset import Dataset
 from whm_exporter.simulator.faults import FAULTS
 from whm_exporter.simulator.load import Server, slowdown_at
+from whm_exporter.whm.parse import Folder
 
 # Function -> server role that disables it (cPanel's Whostmgr/API/1/Mailboxes.pm and Email.pm
 # need MailReceive, Exim.pm needs MailSend; each function's reference page notes the role).
@@ -146,7 +147,7 @@ class Simulator:
         self.started = time.monotonic()  # the clock of the dataset's scenarios (uptime)
         self.load = Server(self.knobs)
         self._random = random.Random(seed)
-        self._folder_cache: dict[tuple[Dataset, str], list[FolderData]] = {}
+        self._folder_cache: dict[tuple[Dataset, str], list[Folder]] = {}
         self._capacity: tuple[int, asyncio.Semaphore] | None = None
         self._handlers: dict[str, Callable[[dict[str, str]], object]] = {
             "listaccts": self._listaccts,
@@ -356,7 +357,7 @@ class Simulator:
         self._random.shuffle(folders)
         return folders
 
-    def _mailbox(self, account: str) -> list[FolderData]:
+    def _mailbox(self, account: str) -> list[Folder]:
         if account == self.dataset.filling_address:
             return self.dataset.mailbox(account, self.uptime())  # it changes: not kept
         # Generated once per account: the benchmark's floor should measure the exporter's

@@ -13,6 +13,8 @@ import random
 from dataclasses import dataclass
 from functools import cached_property
 
+from whm_exporter.whm.parse import Folder, MailFlow
+
 _WORDS = (
     "acme",
     "birch",
@@ -63,25 +65,6 @@ JUMPER_RATES = (20, 300)
 FILL_SECONDS = 2 * 86400
 FILLING_MESSAGE_BYTES = 40_000
 _MIB = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class FolderData:
-    name: str
-    messages: int
-    vsize: int
-
-
-@dataclass(frozen=True, slots=True)
-class MailFlowData:
-    sent: int
-    delivered: int
-    deferrals: int
-    failures: int
-    defer_failures: int
-    sent_bytes: int
-    reached_max_emails: bool = False
-    reached_max_defer_fail: bool = False
 
 
 def _rng(*parts: object) -> random.Random:
@@ -202,7 +185,7 @@ class Dataset:
         extra = tuple(f"INBOX.Folder{k}" for k in range(max(0, self.folders - len(_FOLDERS))))
         return (_FOLDERS + extra)[: max(1, self.folders)]
 
-    def mailbox(self, account: str, uptime: float = 0.0) -> list[FolderData]:
+    def mailbox(self, account: str, uptime: float = 0.0) -> list[Folder]:
         """The folders of an address or of a user's main mailbox, ``uptime`` seconds after the
         simulator started (only the filling address changes: mail arrives in its INBOX)."""
         out = self._mailbox_at_start(account)
@@ -211,14 +194,14 @@ class Dataset:
         grown = self._grown(account, uptime)
         inbox = out[0]  # folder_names() starts with it
         messages = inbox.messages + grown // FILLING_MESSAGE_BYTES
-        return [FolderData(inbox.name, messages, inbox.vsize + grown), *out[1:]]
+        return [Folder(inbox.name, messages, inbox.vsize + grown), *out[1:]]
 
-    def _mailbox_at_start(self, account: str) -> list[FolderData]:
+    def _mailbox_at_start(self, account: str) -> list[Folder]:
         out = []
         for name in self.folder_names():
             rng = _rng(self.seed, account, name)
             messages = rng.randrange(0, 5000) if name == "INBOX" else rng.randrange(0, 800)
-            out.append(FolderData(name, messages, messages * rng.randrange(2_000, 60_000)))
+            out.append(Folder(name, messages, messages * rng.randrange(2_000, 60_000)))
         return out
 
     def _filling_quota(self, account: str) -> tuple[int, int]:
@@ -297,7 +280,7 @@ class Dataset:
 
     def mail_flow(
         self, user: str, window_seconds: float, *, spamming: bool = False, uptime: float = 0.0
-    ) -> MailFlowData:
+    ) -> MailFlow:
         """emailtrack_user_stats for a user: quiet users send a little and bounce less; the
         heavy sender's user (or a ``spamming`` one) sends a burst, bounces, and trips both of
         cPanel's per-hour limits. Any other user's mail follows its senders (the jumper's user
@@ -305,7 +288,8 @@ class Dataset:
         hours = window_seconds / 3600
         if spamming or (self.heavy_sender and user == self.heavy_user):
             sent = round(2000 * hours)
-            return MailFlowData(
+            return MailFlow(
+                user,
                 sent,
                 round(1700 * hours),
                 round(300 * hours),
@@ -316,8 +300,16 @@ class Dataset:
                 reached_max_defer_fail=True,
             )
         sent = round(self.user_total(user, window_seconds, uptime) / 4)
-        return MailFlowData(
-            sent, sent + sent // 10, sent // 20, sent // 50, sent // 100, sent * 24_000
+        return MailFlow(
+            user,
+            sent,
+            sent + sent // 10,
+            sent // 20,
+            sent // 50,
+            sent // 100,
+            sent * 24_000,
+            reached_max_emails=False,
+            reached_max_defer_fail=False,
         )
 
     def disk(self, account: str, uptime: float = 0.0) -> tuple[int, int]:
