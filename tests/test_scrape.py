@@ -13,14 +13,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import WHM, Running, loaded, module, require_tool, wait_until
+from conftest import WHM, Running, module, require_tool, wait_until
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from whm_exporter.exporter import Exporter
-from whm_exporter.metrics import ExporterMetrics, Family
+from whm_exporter.metrics import Family
 from whm_exporter.server import WebOptions, _exposition
 from whm_exporter.simulator import Dataset
 
@@ -188,31 +188,6 @@ async def test_route_prefix_and_telemetry_path(serve) -> None:
     assert page.status == 200
     assert 'href="stats"' in page.text
     assert 'href="probe?target=t"' in page.text
-
-
-async def test_unknown_module_is_400_even_for_a_listed_target(serve) -> None:
-    get, _ = await serve()
-    answer = await get("/probe?target=t&module=nope")
-    assert answer.status == 400
-    assert answer.text == "unknown module 'nope'\n"
-    assert (await get("/probe?target=t&module=default")).status == 200
-
-
-async def test_timeout_offset_is_taken_off_the_scrape_timeout(serve) -> None:
-    get, _ = await serve(WebOptions(timeout_offset=2.5), timeout="1m")
-    answer = await get("/probe?target=t", **{"X-Prometheus-Scrape-Timeout-Seconds": "10"})
-    fams = {m.name: m for m in parse_text(answer.text)}
-    assert fams["whm_probe_timeout_seconds"].samples[0].value == 7.5
-
-
-async def test_history_limit_bounds_the_recent_probes(whm: WHM) -> None:
-    exporter = Exporter(loaded(module(whm.url)), ExporterMetrics(), None, history_limit=2)
-    try:
-        for _ in range(3):
-            await exporter.probe(exporter.targets["t"], 10)
-        assert len(exporter.recent) == 2
-    finally:
-        await exporter.close()
 
 
 @pytest.mark.parametrize("leaves", ["before the answer", "mid-answer"])

@@ -1,17 +1,22 @@
-"""What every answer of the exporter's listener carries, whichever endpoint or error made it."""
+"""The HTTP layer: what every answer of the exporter's listener carries, whichever endpoint or
+error made it; what a /probe request asks beyond its target (the scrape timeout header); the
+landing page's recent probes."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import bcrypt
 import pytest
-from conftest import WHM, Running, module
+from conftest import WHM, Running, loaded, module
+from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from whm_exporter.server import WebOptions
+from whm_exporter.request import probe_timeout
+from whm_exporter.server import HISTORY, WebOptions
 from whm_exporter.webconfig import WebSecurity, load_web_config
 
 
@@ -85,3 +90,67 @@ async def test_a_request_too_malformed_to_route_names_no_runtime(
     assert head.split(" ")[1] == "400", head
     server = [line for line in head.split("\r\n") if line.lower().startswith("server:")]
     assert server == ["Server: whm-exporter"], head
+
+
+# --- what a /probe request asks beyond its target, and the landing page's history --------------
+
+
+async def test_timeout_offset_is_taken_off_the_scrape_timeout(whm: WHM, start_exporter) -> None:
+    running = await start_exporter(
+        module(whm.url, timeout="1m"), options=WebOptions(timeout_offset=2.5)
+    )
+    status, text = await running.get(
+        "/probe?target=t", **{"X-Prometheus-Scrape-Timeout-Seconds": "10"}
+    )
+    assert status == 200, text
+    fams = {m.name: m for m in parse_text(text)}
+    assert fams["whm_probe_timeout_seconds"].samples[0].value == 7.5
+
+
+@pytest.mark.parametrize(
+    ("header", "timeout"),
+    [
+        (None, 60.0),  # no header: the module's timeout
+        ("", 60.0),
+        ("90", 60.0),  # never longer than the module's
+        ("10", 9.5),
+        ("0.5", 0.1),  # at least a tenth of a second, however close the offset comes
+    ],
+)
+def test_the_scrape_timeout_header_lowers_the_modules_timeout(
+    header: str | None, timeout: float
+) -> None:
+    mc = loaded(module("https://whm1.example", timeout="1m")).config.modules["default"]
+    assert probe_timeout(mc, header, 0.5) == timeout
+
+
+async def test_a_scrape_timeout_that_is_not_a_number_is_a_bad_request(
+    whm: WHM, start_exporter
+) -> None:
+    running = await start_exporter(module(whm.url))
+    status, text = await running.get(
+        "/probe?target=t", **{"X-Prometheus-Scrape-Timeout-Seconds": "soon"}
+    )
+    assert (status, text) == (400, "X-Prometheus-Scrape-Timeout-Seconds is not a number: 'soon'\n")
+
+
+async def test_history_limit_bounds_the_recent_probes(whm: WHM, start_exporter) -> None:
+    running = await start_exporter(module(whm.url), options=WebOptions(history_limit=2))
+    for _ in range(3):
+        await running.probe()
+    assert len(running.runner.app[HISTORY]) == 2
+
+
+async def test_the_landing_page_lists_the_recent_probes_newest_first(
+    start_whm, start_exporter
+) -> None:
+    up: WHM = await start_whm()
+    document = module(up.url)
+    document["targets"]["down"] = {"url": "http://127.0.0.1:1"}
+    running = await start_exporter(document)
+    await running.probe("t")
+    await running.probe("down")
+    _, page = await running.get("/")
+    recent = page.split("<h2>Recent probes</h2>")[1]
+    rows = re.findall(r"<tr><td>[\d:]+</td><td>(\w+)</td><td>(\w+)</td>", recent)
+    assert rows == [("down", "DOWN"), ("t", "up")]

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from whm_exporter import __version__, logs
 from whm_exporter.config import Loaded, build_config, load_config
-from whm_exporter.exporter import HISTORY_LIMIT, Exporter
+from whm_exporter.exporter import Exporter
 from whm_exporter.metrics import ExporterMetrics
 from whm_exporter.server import ROUTES, WebOptions, make_app
 from whm_exporter.storage import Keeper
@@ -194,7 +194,7 @@ def parse_args(argv: Sequence[str] | None, env: dict[str, str] | None = None) ->
     )
     flag(
         "history.limit",
-        HISTORY_LIMIT,
+        web.history_limit,
         "recent probes listed on the landing page",
         type=_count,
         metavar="N",
@@ -268,6 +268,7 @@ def web_options(args: argparse.Namespace) -> WebOptions:
         route_prefix=prefix if prefix == "/" else prefix + "/",
         telemetry_path=args.web_telemetry_path,
         timeout_offset=args.timeout_offset,
+        history_limit=args.history_limit,
     )
 
 
@@ -458,7 +459,6 @@ async def _run(args: argparse.Namespace, loaded: Loaded | None) -> None:
         loaded,
         metrics,
         None if sim_runner else args.config_file,
-        history_limit=args.history_limit,
         keeper=keeper,
     )
     try:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import partial
 
 from whm_exporter.collect import persist
@@ -29,24 +27,6 @@ from whm_exporter.yamlconf import ConfigError
 
 log = logging.getLogger("whm_exporter")
 
-# Default of --history.limit: recent probes listed on the landing page.
-HISTORY_LIMIT = 25
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeSummary:
-    """A line of the landing page's recent probes. Only figures: keeping whole snapshots would
-    hold tens of MB of samples per large target."""
-
-    target: str
-    up: bool
-    duration: float
-    timeout: float
-    calls: int
-    errors: int
-    deadline_exceeded: bool
-    at: float
-
 
 class Exporter:
     def __init__(
@@ -54,14 +34,12 @@ class Exporter:
         loaded: Loaded,
         metrics: ExporterMetrics,
         config_file: str | None,
-        history_limit: int = HISTORY_LIMIT,
         keeper: Keeper | None = None,
     ) -> None:
         self.metrics = metrics
         self.config_file = config_file
         self.loaded = loaded
         self.targets: dict[str, Target] = {}
-        self.recent: deque[ProbeSummary] = deque(maxlen=history_limit)
         # Targets replaced by a reload, and the tasks that close them after a grace period.
         self._retired: set[Target] = set()
         self._closing: set[asyncio.Task[None]] = set()
@@ -208,18 +186,6 @@ class Exporter:
         """Probe ``target`` within ``budget`` seconds (``look``: see probe.probe)."""
         snapshot = await probe(target, budget, look=look)
         self.metrics.probed(target.label, snapshot.up)
-        self.recent.appendleft(
-            ProbeSummary(
-                target.name,
-                snapshot.up,
-                snapshot.duration,
-                snapshot.timeout,
-                sum(snapshot.calls.values()),
-                sum(snapshot.errors.values()),
-                snapshot.deadline_exceeded,
-                time.time(),
-            )
-        )
         return snapshot
 
     def cancel_probes(self) -> None:

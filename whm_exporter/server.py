@@ -6,6 +6,7 @@ import html
 import logging
 import time
 import zlib
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -36,6 +37,30 @@ class WebOptions:
     route_prefix: str = "/"
     telemetry_path: str = "/metrics"
     timeout_offset: float = 0.5
+    # Recent probes listed on the landing page.
+    history_limit: int = 25
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSummary:
+    """A line of the landing page's recent probes. Only figures: keeping whole snapshots would
+    hold tens of MB of samples per large target."""
+
+    target: str
+    up: bool
+    duration: float
+    timeout: float
+    calls: int
+    errors: int
+    deadline_exceeded: bool
+    at: float
+
+    @classmethod
+    def of(cls, target: str, s: Snapshot) -> ProbeSummary:
+        calls, errors = sum(s.calls.values()), sum(s.errors.values())
+        return cls(
+            target, s.up, s.duration, s.timeout, calls, errors, s.deadline_exceeded, time.time()
+        )
 
 
 # Level 1: on 36 MB of exposition (20,000 addresses x 8 folders) it costs 0.14 s of CPU for
@@ -45,6 +70,8 @@ GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer, not a bare zlib s
 
 EXPORTER: web.AppKey[Exporter] = web.AppKey("exporter", Exporter)
 OPTIONS: web.AppKey[WebOptions] = web.AppKey("options", WebOptions)
+# The landing page's recent probes, newest first.
+HISTORY: web.AppKey[deque[ProbeSummary]] = web.AppKey("history")
 
 
 async def _send(
@@ -107,6 +134,7 @@ async def probe(request: web.Request) -> web.StreamResponse:
     debug = query.get("debug", "").lower() in ("true", "1")
     # A person looking must not take the calls and errors Prometheus' next scrape counts.
     snapshot = await exporter.probe(target, timeout, look=debug)
+    request.app[HISTORY].appendleft(ProbeSummary.of(target.name, snapshot))
     fams = families(snapshot)
     if debug:
         text = _debug_text(target.name, timeout, snapshot, fams)
@@ -178,7 +206,7 @@ async def landing(request: web.Request) -> web.Response:
         f"<td>{r.duration:.3f}s / {r.timeout:.1f}s</td>"
         f"<td>{r.calls}</td><td>{r.errors}</td>"
         f"<td>{'yes' if r.deadline_exceeded else ''}</td></tr>"
-        for r in exporter.recent
+        for r in request.app[HISTORY]
     )
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>WHM Exporter</title>
@@ -221,6 +249,7 @@ def make_app(
     app.on_response_prepare.append(_without_banner)
     app[EXPORTER] = exporter
     app[OPTIONS] = options
+    app[HISTORY] = deque(maxlen=options.history_limit)
     prefix = options.route_prefix
     handlers = {"/": landing, "/probe": probe, "/-/healthy": healthy, "/-/ready": ready}
     for route, handler in handlers.items():
