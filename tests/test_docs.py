@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,10 +15,15 @@ import yaml
 from prometheus_client import generate_latest
 from pydantic import BaseModel
 
-from whm_exporter.config import Config
+from whm_exporter.collect.state import TargetState
+from whm_exporter.config import Config, build_config
 from whm_exporter.exposition import WithoutCreated, write
 from whm_exporter.metrics import ExporterMetrics, families
+from whm_exporter.probe import snapshot
 from whm_exporter.snapshot import Snapshot
+
+# Every family on, list_pops_with_disk included (its disk metrics).
+DISK = {"function": "list_pops_with_disk"}
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -191,14 +196,11 @@ def test_every_config_key_is_documented_and_in_the_example() -> None:
 
 
 def empty_snapshot() -> Snapshot:
-    """A snapshot holding nothing (families() names every family whatever it holds), made from
-    Snapshot's fields so that a field added there needs nothing here."""
-    scalars: dict[object, object] = {bool: False, int: 0, float: 0.0}
-    values: dict[str, object] = {}
-    for name, hint in typing.get_type_hints(Snapshot).items():
-        origin = typing.get_origin(hint)
-        values[name] = {} if origin is Mapping else () if origin is Sequence else scalars[hint]
-    return Snapshot(**values)  # type: ignore[arg-type]
+    """What a probe of a target that knows nothing yet serves, every family enabled: each
+    family's part empty (families() names every family whatever it holds)."""
+    document = {"modules": {"default": {"token": "x", "discovery": DISK}}}
+    state = TargetState(build_config(document, {}).config.modules["default"], {})
+    return snapshot("t", state, 0.0, 0.0, 1.0, pending=False)
 
 
 def type_lines(text: str) -> set[str]:

@@ -43,21 +43,24 @@ def snapshot() -> Snapshot:
         abandoned={"list_pops_for": 2},
         discovered_users=2,
         discovered_accounts=3,
-        discovery_complete=True,
         items={("get_mailbox_status_list", "fresh"): 3, ("get_mailbox_status_list", "kept"): 1},
         data_age={"get_mailbox_status_list": 12.5},
-        mailboxes=[
-            MailboxSample("bob", f"a{i}@x", name, i, 2**40 + i) for i, name in enumerate(HOSTILE)
-        ],
-        senders=[SenderSample("bob", name or "x", "1h", 600) for name in HOSTILE],
-        user_totals=[UserSample("bob", "1h", 7)],
-        mail_flow=[("1h", MailFlow("bob", 14, 14, 0, 0, 1, 27444, True, False))],
-        limits=[LimitSample("bob", "max_emails_per_hour", True)],
-        user_flags=[UserFlags("bob", held=True, suspended=False)],
-        disk=[DiskSample("bob", "a@x", 483, None), DiskSample("bob", "b@x", 10, 2**30)],
         dropped={"whm_sender_unique_recipients": 4},
         log=[],
         errors_total={("get_mailbox_status_list", "protocol"): 3, ("listaccts", "auth"): 0},
+        parts={
+            "discovery_complete": True,
+            "mailboxes": [
+                MailboxSample("bob", f"a{i}@x", name, i, 2**40 + i)
+                for i, name in enumerate(HOSTILE)
+            ],
+            "senders": [SenderSample("bob", name or "x", "1h", 600) for name in HOSTILE],
+            "user_totals": [UserSample("bob", "1h", 7)],
+            "mail_flow": [("1h", MailFlow("bob", 14, 14, 0, 0, 1, 27444, True, False))],
+            "limits": [LimitSample("bob", "max_emails_per_hour", True)],
+            "user_flags": [UserFlags("bob", held=True, suspended=False)],
+            "disk": [DiskSample("bob", "a@x", 483, None), DiskSample("bob", "b@x", 10, 2**30)],
+        },
     )
 
 

@@ -90,7 +90,7 @@ def snapshot(
             for f, reasons in sorted(state.errors_total.items())
             for r, n in reasons.items()
         },
-        **parts,
+        parts=parts,
     )
 
 

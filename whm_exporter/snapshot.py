@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-
-from whm_exporter.whm.parse import MailFlow
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,21 +83,23 @@ class Snapshot:
     abandoned: Mapping[str, int]
     discovered_users: int
     discovered_accounts: int
-    discovery_complete: bool
     # (function, fresh|kept|missing) -> items.
     items: Mapping[tuple[str, str], int]
     # function -> age of the oldest answer served.
     data_age: Mapping[str, float]
-    mailboxes: Sequence[MailboxSample]
-    senders: Sequence[SenderSample]
-    user_totals: Sequence[UserSample]
-    # (window, the user's emailtrack_user_stats record), by user then window.
-    mail_flow: Sequence[tuple[str, MailFlow]]
-    limits: Sequence[LimitSample]
-    user_flags: Sequence[UserFlags]
-    disk: Sequence[DiskSample]
     dropped: Mapping[str, int]
     log: Sequence[CallRecord]
     # Failed calls by (function, reason) since the target's state began (every reason of a
     # function called, 0 included); unlike ``errors``, whoever scraped last.
     errors_total: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    # What each signal family serves, under the names its serve() gives them (mailboxes,
+    # senders, discovery_complete, ...): read as attributes, ``snapshot.senders``, by the
+    # family's own render(). A new family adds its part here, not a field.
+    parts: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        # Called only for a name no field has: a family's part.
+        try:
+            return object.__getattribute__(self, "parts")[name]
+        except KeyError:
+            raise AttributeError(f"no part {name!r} in this snapshot") from None
