@@ -49,7 +49,7 @@ def test_disk_samples_are_of_the_kept_accounts_of_fresh_answers_in_order() -> No
         state.start(pops, answered[user], urgent=False)
         state.answered(pops, Addresses(addresses, disk[user]), answered[user])
         state.finish(pops, True)
-    found = snapshot("t", state, 120.0, 0.1, 10.0, pending=False, look=True)
+    found = snapshot(state, 120.0, 0.1, 10.0, pending=False, look=True)
     assert found.disk == [
         DiskSample("alice", "z@x", 1, None),
         DiskSample("alice", "alice", 2, 10),

@@ -200,7 +200,7 @@ def empty_snapshot() -> Snapshot:
     family's part empty (families() names every family whatever it holds)."""
     document = {"modules": {"default": {"token": "x", "discovery": DISK}}}
     state = TargetState(build_config(document, {}).config.modules["default"], {})
-    return snapshot("t", state, 0.0, 0.0, 1.0, pending=False)
+    return snapshot(state, 0.0, 0.0, 1.0, pending=False)
 
 
 def type_lines(text: str) -> set[str]:

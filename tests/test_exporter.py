@@ -99,6 +99,28 @@ def test_a_reload_keeps_unchanged_targets_and_the_state_of_a_new_token(tmp_path:
     assert exporter.targets["same"] is same
     assert exporter.targets["token"] is not token
     assert exporter.targets["token"].state is token.state
+    # What the log said of that state goes with it: no warning said again after a reload.
+    assert exporter.targets["token"].advice is token.advice
     path.write_text("modules: [")
     assert exporter.reload() is False
     assert exporter.targets["same"] is same
+
+
+def test_a_reload_that_starts_a_target_cold_forgets_what_the_log_said(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    document = {
+        "modules": {"m": {"token": TOKEN}},
+        "targets": {"t": {"url": "https://whm1.example", "module": "m"}},
+    }
+    path.write_text(yaml.safe_dump(document))
+    exporter = Exporter(load_config(path), ExporterMetrics(), str(path))
+    before = exporter.targets["t"]
+    before.advice.slow = True
+    # Another server's state is not this one's: a new state and nothing said of it yet.
+    document["targets"]["t"]["url"] = "https://whm2.example"
+    path.write_text(yaml.safe_dump(document))
+    assert exporter.reload() is True
+    after = exporter.targets["t"]
+    assert after.state is not before.state
+    assert after.advice is not before.advice
+    assert not after.advice.slow

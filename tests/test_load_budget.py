@@ -14,7 +14,7 @@ from conftest import WHM, module, samples, series, value, wait_until
 from whm_exporter.collect.run import Bound
 from whm_exporter.collect.state import Addresses, Kept
 from whm_exporter.config import build_config
-from whm_exporter.probe import _warn_when_over_budget, snapshot
+from whm_exporter.probe import snapshot
 from whm_exporter.simulator import Dataset
 from whm_exporter.target import Target
 from whm_exporter.whm.parse import Account
@@ -209,13 +209,13 @@ def budget_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]
 
 def test_the_budget_warning_counts_what_the_spam_signal_leaves(caplog) -> None:
     target = target_with_mailboxes(1.0, 0.0)
-    found = snapshot("t", target.state, 10.0, 0.1, 10.0, pending=False)
+    found = snapshot(target.state, 10.0, 0.1, 10.0, pending=False)
     with caplog.at_level(logging.INFO, logger="whm_exporter.probe"):
-        _warn_when_over_budget(target, found, 10.0)
+        target.advice.load_budget(target, found, 10.0)
         assert not budget_warnings(caplog)
         # The spam signal took a whole minute of WHM time in the last one: nothing is left.
         target.bound.pace.ended(TOTALS, 0.0, 60.0, 10.0, struggling=False, signal=True)
-        _warn_when_over_budget(target, found, 10.0)
+        target.advice.load_budget(target, found, 10.0)
         [said] = budget_warnings(caplog)
     fields = said.__dict__
     assert fields["spam_signal_load"] == 1.0
@@ -225,7 +225,7 @@ def test_the_budget_warning_counts_what_the_spam_signal_leaves(caplog) -> None:
 
 
 def warn_at(target: Target, now: float) -> None:
-    _warn_when_over_budget(target, snapshot("t", target.state, now, 0.1, 10, pending=False), now)
+    target.advice.load_budget(target, snapshot(target.state, now, 0.1, 10, pending=False), now)
 
 
 def test_the_budget_warning_comes_when_mailboxes_pass_three_quarters_of_max_age(caplog) -> None:
@@ -238,6 +238,6 @@ def test_the_budget_warning_comes_when_mailboxes_pass_three_quarters_of_max_age(
         assert said.__dict__["oldest_mailbox_seconds"] == 80
         # Refreshed: within it again, said once at info.
         again = target_with_mailboxes(1.0, 79.0)
-        again.state.budget_warned = True
+        again.advice.over_budget = True
         warn_at(again, 80.0)
     assert "within max_age again" in caplog.records[-1].getMessage()

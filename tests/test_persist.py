@@ -143,8 +143,8 @@ async def test_ages_count_the_downtime(start_whm, start_exporter) -> None:
     # monotonic clock restarted at 0.
     document = persist.parse(persist.dump(taken, "t", 5000.0))
     back = persist.restore(document, state.module, {}, 7.0, 5300.0)
-    before = snapshot("t", state, now, 0, 10, pending=False, look=True)
-    after = snapshot("t", back, 7.0, 0, 10, pending=False, look=True)
+    before = snapshot(state, now, 0, 10, pending=False, look=True)
+    after = snapshot(back, 7.0, 0, 10, pending=False, look=True)
     assert before.data_age[MAILBOX] > 0
     assert after.data_age[MAILBOX] == pytest.approx(before.data_age[MAILBOX] + 300)
     assert sorted(after.mailboxes, key=repr) == sorted(before.mailboxes, key=repr)

@@ -9,6 +9,7 @@ import logging
 import pytest
 from statekit import answer, discovered, fail, state_for
 
+from whm_exporter.advice import Advice
 from whm_exporter.collect.state import Kept
 from whm_exporter.probe import snapshot
 from whm_exporter.whm import parse
@@ -23,19 +24,22 @@ def test_snapshot_serves_kept_answers_until_max_age_and_counts_items() -> None:
     state.new_epoch(200.0)
     mailbox_items = state.mailboxes.values()
     # Answered since the previous scrape (at 0.0): fresh.
-    first = snapshot("t", state, 300.0, 0.1, 10.0, pending=False)
+    advice = Advice()
+    first = snapshot(state, 300.0, 0.1, 10.0, pending=False)
+    advice.slow_pass("t", first.expired)
     assert first.items[("get_mailbox_status_list", "fresh")] == len(mailbox_items)
     assert first.data_age["get_mailbox_status_list"] == 290.0
-    assert not state.slow_warned
+    assert not advice.slow
     state.new_epoch(650.0)
-    later = snapshot("t", state, 650.0, 0.1, 10.0, pending=False)
+    later = snapshot(state, 650.0, 0.1, 10.0, pending=False)
+    advice.slow_pass("t", later.expired)
     alice = sum(1 for i in mailbox_items if i.user == "alice")
     # Answers from 10.0 are 640 s old at 650: past max_age (600 s), no longer served.
     assert later.items[("get_mailbox_status_list", "missing")] == len(mailbox_items) - alice
     assert later.items[("get_mailbox_status_list", "kept")] == alice
     assert later.items[("get_mailbox_status_list", "fresh")] == 0
     assert later.data_age["get_mailbox_status_list"] == 550.0
-    assert state.slow_warned
+    assert advice.slow
 
 
 def test_slow_passes_are_logged_once_and_their_recovery_too(
@@ -45,26 +49,31 @@ def test_slow_passes_are_logged_once_and_their_recovery_too(
     discovered(state, 0.0)
     for item in state.mailboxes.values():
         answer(state, item, Kept(()), 10.0)
+    advice = Advice()
+
+    def probe_at(now: float) -> None:
+        advice.slow_pass("t", snapshot(state, now, 0.1, 10.0, pending=False).expired)
+
     with caplog.at_level(logging.INFO, logger="whm_exporter.probe"):
-        snapshot("t", state, 100.0, 0.1, 10.0, pending=False)
+        probe_at(100.0)
         assert not caplog.records
-        snapshot("t", state, 700.0, 0.1, 10.0, pending=False)
-        snapshot("t", state, 701.0, 0.1, 10.0, pending=False)
+        probe_at(700.0)
+        probe_at(701.0)
         assert [r.levelname for r in caplog.records] == ["WARNING"]
         assert "max_concurrency" in caplog.records[0].getMessage()
         for item in state.mailboxes.values():
             answer(state, item, Kept(()), 702.0)
-        snapshot("t", state, 703.0, 0.1, 10.0, pending=False)
+        probe_at(703.0)
         assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]
         # An answer that outlives max_age because WHM refuses to renew it is no slow pass.
         caplog.clear()
         fail(state, next(iter(state.mailboxes.values())), 800.0)
-        snapshot("t", state, 1400.0, 0.1, 10.0, pending=False)
+        probe_at(1400.0)
         assert [r.levelname for r in caplog.records] == ["WARNING"]
-        assert state.slow_warned
+        assert advice.slow
         for item in list(state.mailboxes.values())[1:]:
             answer(state, item, Kept(()), 1401.0)
-        snapshot("t", state, 1402.0, 0.1, 10.0, pending=False)
+        probe_at(1402.0)
         assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]
 
 
@@ -81,7 +90,7 @@ def test_cpanel_limit_flags_come_from_the_shortest_window_alone() -> None:
     answer(state, state.mail_flow["1d"], day, 2.0)
 
     def flags(now: float) -> dict[tuple[str, str], bool]:
-        found = snapshot("t", state, now, 0.1, 10.0, pending=False)
+        found = snapshot(state, now, 0.1, 10.0, pending=False)
         return {(s.user, s.limit): s.reached for s in found.limits}
 
     # Without the hour's answer nothing tells whether a limit holds now: no flags at all.

@@ -96,7 +96,7 @@ def test_without_discovery_the_explicit_users_are_everything() -> None:
     state = state_for(explicit={"dave": ("d@x",)}, discovery={"enabled": False})
     assert state.listaccts is None
     assert state.accounts == {"dave": ("d@x",)}
-    found = snapshot("t", state, 1.0, 0.1, 10.0, pending=False)
+    found = snapshot(state, 1.0, 0.1, 10.0, pending=False)
     assert found.up is False
     assert found.discovery_complete
     assert found.discovered_accounts == 1
@@ -348,7 +348,7 @@ def test_an_unchanged_quiet_total_vouches_for_the_breakdown_read_with_it() -> No
     assert (alice.answer, alice.answered_at, alice.attempted_at) == (Kept((), 1), 10.5, 10.5)
     refresh = schedule.refresh_of(state.module)
     assert not schedule.eligible(alice, 11.0, state.epoch_start, refresh)
-    served = snapshot("t", state, 11.0, 0.1, 10.0, pending=False)
+    served = snapshot(state, 11.0, 0.1, 10.0, pending=False)
     assert served.items[(Kind.SENDERS.value, "fresh")] == 1
     # bob and carol sent (3 and 2): their breakdowns are still to be read.
     assert served.items[(Kind.SENDERS.value, "missing")] == 2

@@ -68,8 +68,11 @@ class Exporter:
             if current is not None and current.same_as(tc.url, module, tc.users, bound):
                 new[name] = current
             else:
+                advice = None
                 if current is not None:
                     state = current.state_for(tc.url, module, tc.users)
+                    # What the log said goes with the state it was said of.
+                    advice = current.advice if state is not None else None
                 else:
                     state = self._restored(name, tc.url, module, tc.users)
                 new[name] = Target(
@@ -80,6 +83,7 @@ class Exporter:
                     bound,
                     observer=self.metrics.observer(name),
                     state=state,
+                    advice=advice,
                 )
             self.metrics.init_target(name)
             self.metrics.load_budget.labels(name).set(new[name].bound.pace.budget.rate)

@@ -96,6 +96,8 @@ class Snapshot:
     # senders, discovery_complete, ...): read as attributes, ``snapshot.senders``, by the
     # family's own render(). A new family adds its part here, not a field.
     parts: Mapping[str, Any] = field(default_factory=dict)
+    # Answers that outlived max_age before the collection came back to them (not refusals).
+    expired: int = 0
 
     def __getattr__(self, name: str) -> Any:
         # Called only for a name no field has: a family's part.

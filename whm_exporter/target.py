@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import aiohttp
 
+from whm_exporter.advice import Advice
 from whm_exporter.collect.run import Bound, Collection
 from whm_exporter.collect.state import TargetState
 from whm_exporter.config import ModuleConfig, shapes_state
@@ -25,6 +26,7 @@ class Target:
         label: str | None = None,
         observer: CallObserver | None = None,
         state: TargetState | None = None,
+        advice: Advice | None = None,
     ) -> None:
         self.name = name
         # The target label of the exporter's own metrics.
@@ -41,6 +43,8 @@ class Target:
                 state.mailbox_function = module.mailboxes.function
         state.module = module
         self.state = state
+        # What the log said of this target's pace: kept with its state.
+        self.advice = advice or Advice()
         self.collection = Collection(name, state, bound, lambda: self.client)
         self._observer = observer
         self._session: aiohttp.ClientSession | None = None

@@ -188,10 +188,6 @@ class TargetState:
         # starts at 0, so increase() sees its first error.
         self.errors_total: dict[str, Counter[str]] = {}
         self.up = False
-        # Whether the log said that answers expire before the collection comes back to them.
-        self.slow_warned = False
-        # Whether the log said that the load budget cannot keep the mailboxes within max_age.
-        self.budget_warned = False
         self._build()
 
     @property
