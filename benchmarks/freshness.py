@@ -58,6 +58,7 @@ from harness import (
     Spammer,
     covers,
     exporter_config,
+    scrape_arguments,
     server_arguments,
     sim_stats,
     start_simulator,
@@ -512,20 +513,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     server_arguments(p)
-    p.add_argument("--concurrency", type=int, default=8, help="max_concurrency (C)")
-    p.add_argument("--interval", type=float, default=30.0, help="scrape interval, seconds")
-    p.add_argument("--timeout", type=float, default=10.0, help="scrape timeout, seconds")
-    p.add_argument("--scale", type=float, default=1.0, help="multiply every time by this")
+    scrape_arguments(p)
     p.add_argument("--floor-seconds", type=float, default=30.0, help="floor measurement length")
     p.add_argument("--steady", type=int, default=8, help="probes measured once every address is in")
     p.add_argument("--spammers", type=int, default=5, help="spammers started in steady state")
-    p.add_argument(
-        "--priority-threshold",
-        type=int,
-        default=100,
-        help="unique_recipients.priority_threshold (default: the module's); spammers go to"
-        " users below it",
-    )
     p.add_argument("--ha-probes", type=int, default=4, help="probes per scraper with two")
     p.add_argument("--ha-phase", type=float, default=0.4, help="B's offset, in intervals")
     p.add_argument("--ha-refresh", type=float, default=25.0, help="refresh with two scrapers, s")
@@ -533,13 +524,6 @@ def main() -> None:
     p.add_argument("--fit-warmup", type=int, default=2, help="probes before counting")
     p.add_argument("--fit-probes", type=int, default=3, help="intervals counted per case")
     p.add_argument("--give-up", type=float, default=3.0, help="x floor before giving up coverage")
-    p.add_argument(
-        "--load-budget",
-        type=float,
-        default=None,
-        help="the module's load_budget (default: the module's; issue 9's figures are at 0)",
-    )
-    p.add_argument("--seed", type=int, default=1)
     p.add_argument("--side", choices=["floor"], help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -397,11 +397,31 @@ class Spammer:
     reported: float = math.nan
 
 
-def server_arguments(p: argparse.ArgumentParser) -> None:
-    """The simulated server's size and call time, as both benchmarks take them."""
-    p.add_argument("--users", type=int, default=1500, help="cPanel users (every tenth suspended)")
-    p.add_argument("--addresses", type=int, default=5, help="addresses per user")
+def server_arguments(
+    p: argparse.ArgumentParser, users: int = 1500, addresses: int = 5, latency: float = 0.1
+) -> None:
+    """The simulated server's size and call time, as every scraping benchmark takes them."""
+    p.add_argument("--users", type=int, default=users, help="cPanel users (every tenth suspended)")
+    p.add_argument("--addresses", type=int, default=addresses, help="addresses per user")
     p.add_argument("--folders", type=int, default=5, help="folders per mailbox")
-    p.add_argument("--latency", type=float, default=0.1, help="median seconds per WHM call")
+    p.add_argument("--latency", type=float, default=latency, help="median seconds per WHM call")
     p.add_argument("--spread", type=float, default=0.3, help="lognormal sigma of the call time")
     p.add_argument("--capacity", type=int, default=0, help="calls WHM serves at once (0: any)")
+    p.add_argument("--seed", type=int, default=1, help="the simulated server's data")
+
+
+def scrape_arguments(p: argparse.ArgumentParser) -> None:
+    """How the exporter is configured and scraped, as every scraping benchmark takes them."""
+    p.add_argument("--concurrency", type=int, default=8, help="max_concurrency (C)")
+    p.add_argument("--interval", type=float, default=30.0, help="scrape interval, seconds")
+    p.add_argument("--timeout", type=float, default=10.0, help="scrape timeout, seconds")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every time by this")
+    p.add_argument(
+        "--priority-threshold",
+        type=int,
+        default=100,
+        help="unique_recipients.priority_threshold; spammers go to users below it",
+    )
+    p.add_argument(
+        "--load-budget", type=float, default=None, help="the module's load_budget (default: its)"
+    )

@@ -60,6 +60,7 @@ from harness import (
     Spammer,
     covers,
     exporter_config,
+    scrape_arguments,
     server_arguments,
     sim_stats,
     start_simulator,
@@ -483,13 +484,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     server_arguments(p)
+    scrape_arguments(p)
     p.add_argument("--cores", type=int, default=0, help="the simulator's cores (0: no limit)")
-    p.add_argument("--concurrency", type=int, default=8, help="max_concurrency (C)")
-    p.add_argument("--load-budget", type=float, default=None, help="default: the module's")
-    p.add_argument("--interval", type=float, default=30.0, help="scrape interval, seconds")
-    p.add_argument("--timeout", type=float, default=10.0, help="scrape timeout, seconds")
-    p.add_argument("--scale", type=float, default=1.0, help="multiply every time by this")
-    p.add_argument("--priority-threshold", type=int, default=100)
     p.add_argument("--spammers", type=int, default=3, help="new spammers per phase")
     p.add_argument("--min-steady", type=int, default=8, help="intervals measured at least")
     p.add_argument(
@@ -500,7 +496,6 @@ def main() -> None:
     p.add_argument("--slow-probes", type=int, default=12, help="intervals measured after it")
     p.add_argument("--record", type=Path, help="append the figures as a JSON line to this file")
     p.add_argument("--table", nargs="+", metavar="FILE", help="print the sizing table of records")
-    p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
     if args.table:
         table(args.table)

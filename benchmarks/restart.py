@@ -46,6 +46,8 @@ from harness import (
     Scraper,
     Server,
     exporter_config,
+    scrape_arguments,
+    server_arguments,
     sim_stats,
     start_simulator,
 )
@@ -195,20 +197,9 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--users", type=int, default=1200)
-    p.add_argument("--addresses", type=int, default=4)
-    p.add_argument("--folders", type=int, default=5)
-    p.add_argument("--latency", type=float, default=0.08)
-    p.add_argument("--spread", type=float, default=0.3)
-    p.add_argument("--capacity", type=int, default=0)
-    p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--interval", type=float, default=30.0)
-    p.add_argument("--timeout", type=float, default=10.0)
+    server_arguments(p, users=1200, addresses=4, latency=0.08)
+    scrape_arguments(p)
     p.add_argument("--downtime", type=float, default=20.0, help="seconds the exporter is down")
-    p.add_argument("--scale", type=float, default=1.0, help="multiply every time by this")
-    p.add_argument("--priority-threshold", type=int, default=100)
-    p.add_argument("--load-budget", type=float, default=None)
-    p.add_argument("--seed", type=int, default=1)
     asyncio.run(drive(p.parse_args()))
 
 
