@@ -272,13 +272,20 @@ async def test_calls_cancelled_at_shutdown_are_counted_as_abandoned(
     await whm.sim.stats.called.wait()
     running.exporter.cancel_probes()
     found = await probe
-    # The per-user totals, the mail flow and listaccts were in flight.
+    # The per-user totals, the mail flow and listaccts were in flight, and the first five server
+    # settings in the bound's other places (eight).
     abandoned = {
         dict(k)["function"]: v for k, v in series(found, "whm_api_calls_abandoned").items()
     }
-    in_flight = {"listaccts", "emailtrack_user_stats", "get_unique_sender_recipient_count_per_user"}
+    in_flight = {
+        "listaccts",
+        "emailtrack_user_stats",
+        "get_unique_sender_recipient_count_per_user",
+        "get_tweaksetting",
+    }
     assert {f for f, n in abandoned.items() if n} == in_flight
-    assert sum(abandoned.values()) == 3
+    assert abandoned["get_tweaksetting"] == 5
+    assert sum(abandoned.values()) == 8
     assert value(found, "whm_probe_deadline_exceeded") == 1
 
 

@@ -15,13 +15,21 @@ from whm_exporter.whm.parse import MailFlow
 
 def test_the_registry_keeps_todays_orders() -> None:
     assert list(families.BY_KIND) == list(Kind)
-    assert families.FIRST_TIME == (Kind.LISTACCTS, Kind.POPS, Kind.MAILBOX, Kind.SENDERS)
+    # The server settings (issue 25) right after the inventory, their rank's first family.
+    assert families.FIRST_TIME == (
+        Kind.LISTACCTS,
+        Kind.POPS,
+        Kind.SETTING,
+        Kind.MAILBOX,
+        Kind.SENDERS,
+    )
     assert [f.kinds[0] for f in families.EXPOSED] == [
         Kind.MAILBOX,
         Kind.SENDERS,
         Kind.TOTALS,
         Kind.MAIL_FLOW,
         Kind.LISTACCTS,
+        Kind.SETTING,
     ]
 
 

@@ -7,13 +7,18 @@ signal family: discovery by list_pops_with_disk with disk figures and a suspende
 windows of per-user totals, senders and mail flow, mailboxes (one failed, one past max_age, one
 call in flight), and an outsider (``nobody``) the server-wide answers name. Pinned:
 
-- the kept-state document :func:`persist.dump` writes of it: ``fixtures/kept-state-v1.json``,
-  written by whm-exporter at commit d62a864, and the file --storage.path holds of it,
-  ``fixtures/kept-state-v1.state``. That file stands for one today's release wrote: it must
-  restore into a state that serves what the original does;
-- the /probe answer (text format 0.0.4) of that state: ``fixtures/kept-state-v1.probe.txt``;
+- the kept-state document :func:`persist.dump` writes of it: ``fixtures/kept-state-v2.json``,
+  and the file --storage.path holds of it, ``fixtures/kept-state-v2.state``. That file stands
+  for one today's release wrote: it must restore into a state that serves what the original
+  does;
+- the /probe answer (text format 0.0.4) of that state: ``fixtures/kept-state-v2.probe.txt``;
 - the state identity digest (a literal below): another digest restarts every target cold;
-- the kept-state Document's JSON schema: ``fixtures/kept-state-v1.schema.json``.
+- the kept-state Document's JSON schema: ``fixtures/kept-state-v2.schema.json``.
+
+Format 2 (issue 25) adds each account's caps, the limit markers' numbers and the server settings
+to the state (and a section to the identity). The format-1 files, written by whm-exporter at
+commit d62a864 (``kept-state-v1.*``), stay as the witness of the release before: such a file is
+a logged cold start, neither restored nor set aside as damaged.
 
 Regenerate the fixture files after a change meant to be visible with
 ``WHM_GOLDEN_UPDATE=1 .venv/bin/python -m pytest tests/test_golden.py`` and review the diff. The
@@ -25,13 +30,16 @@ test. The identity digests are literals, changed by hand (the failure prints the
 from __future__ import annotations
 
 import json
+import logging
 import os
+import zlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import FIXTURES, loaded
+from prometheus_client import Counter
 from statekit import answer, fail, state_for
 
 from whm_exporter import storage
@@ -41,14 +49,17 @@ from whm_exporter.exposition import render_text
 from whm_exporter.metrics import families
 from whm_exporter.probe import snapshot
 from whm_exporter.snapshot import CallRecord, MailboxSample, SenderSample
-from whm_exporter.whm.parse import Account, Mailbox, MailFlow
+from whm_exporter.whm.parse import Account, Mailbox, MailFlow, TweakSetting
 
 UPDATE = os.environ.get("WHM_GOLDEN_UPDATE") == "1"
-KEPT = FIXTURES / "kept-state-v1.json"
+KEPT = FIXTURES / "kept-state-v2.json"
 # The same document as --storage.path holds it (storage's header, then zlib).
-KEPT_FILE = FIXTURES / "kept-state-v1.state"
-PROBE = FIXTURES / "kept-state-v1.probe.txt"
-SCHEMA = FIXTURES / "kept-state-v1.schema.json"
+KEPT_FILE = FIXTURES / "kept-state-v2.state"
+PROBE = FIXTURES / "kept-state-v2.probe.txt"
+SCHEMA = FIXTURES / "kept-state-v2.schema.json"
+# The release before format 2: its document and the file it wrote of it.
+KEPT_V1 = FIXTURES / "kept-state-v1.json"
+KEPT_FILE_V1 = FIXTURES / "kept-state-v1.state"
 
 SERVER = ("https", "whm1.example.com", 2087)
 EXPLICIT: dict[str, tuple[str, ...]] = {"dave": ("sales@dave.example",)}
@@ -57,6 +68,7 @@ MODULE: dict[str, Any] = {
     "mailboxes": {"max_age": "100s"},
     "unique_recipients": {"windows": ["1h", "1d"]},
     "mail_flow": {"enabled": True, "windows": ["1h", "1d"], "defer_fail_threshold": 10},
+    "server_settings": {"enabled": True},
 }
 # Monotonic times in the state; the document holds wall-clock ones (wall = monotonic + OFFSET).
 OFFSET = 1_700_000_000.0
@@ -69,22 +81,35 @@ def _state() -> TargetState:
     # The spam signal first, before any user is listed: nobody is an outsider, alice is hot.
     answer(state, state.totals["1h"], {"alice": 120, "bob": 3, "nobody": 800}, 1.0)
     answer(state, state.totals["1d"], {"alice": 400, "bob": 9, "carol": 1}, 1.0)
+    # Limit markers: alice's cap reached (its numbers from cPanel's marker text), nobody's
+    # defer-fail share.
     flow = {
-        "alice": MailFlow("alice", 130, 120, 4, 2, 1, 65_536, True, False),
+        "alice": MailFlow("alice", 130, 120, 4, 2, 1, 65_536, True, False, (150, 150), None),
         "bob": MailFlow("bob", 3, 3, 0, 0, 0, 2048, False, False),
-        "nobody": MailFlow("nobody", 900, 10, 300, 500, 40, 1_048_576, False, True),
+        "nobody": MailFlow("nobody", 900, 10, 300, 500, 40, 1_048_576, False, True, None, (800, 5)),
     }
     answer(state, state.mail_flow["1h"], flow, 1.5)
     day = {"carol": MailFlow("carol", 1, 1, 0, 0, 0, 512, False, False)}
     answer(state, state.mail_flow["1d"], {**flow, **day}, 1.5)
     assert state.listaccts is not None
+    # Caps: alice's own, bob's "unlimited", carol's the server's.
     accounts = {
-        "alice": Account("alice", False, outgoing_held=True),
-        "bob": Account("bob", False, outgoing_suspended=True),
-        "carol": Account("carol", False),
+        "alice": Account("alice", False, True, False, 150, 40, 5),
+        "bob": Account("bob", False, outgoing_suspended=True, max_emails_per_hour="unlimited"),
+        "carol": Account("carol", False, min_defer_fail=5),
         "eve": Account("eve", True),
     }
     answer(state, state.listaccts, accounts, 2.0)
+    # The server settings: read (maxemailsperhour unset: unlimited), and one refused.
+    for key, text in (
+        ("email_outbound_spam_detect_enable", "1"),
+        ("email_outbound_spam_detect_threshold", "250"),
+        ("email_outbound_spam_detect_action", "hold"),
+        ("maxemailsperhour", None),
+        ("email_send_limits_max_defer_fail_percentage", "50"),
+    ):
+        answer(state, state.settings[key], TweakSetting(key, text), 4.0)
+    fail(state, state.settings["email_send_limits_min_defer_fail_to_trigger_protection"], 4.0)
     # The main mailboxes are known from listaccts: one answered early, past max_age at NOW.
     answer(
         state,
@@ -165,6 +190,31 @@ def test_a_kept_state_file_of_todays_release_unpacks_to_the_document() -> None:
     assert storage.unpack(KEPT_FILE.read_bytes()) == KEPT.read_bytes()
 
 
+def test_the_format_1_witness_holds_the_document_of_its_release() -> None:
+    data = KEPT_FILE_V1.read_bytes()
+    assert data[:10] == storage._HEADER.pack(storage.MAGIC, 1)
+    assert zlib.decompress(data[10:]) == KEPT_V1.read_bytes()
+
+
+def test_a_kept_state_file_of_format_1_is_a_logged_cold_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = _state()
+    path = tmp_path / storage.file_name("t")
+    path.write_bytes(KEPT_FILE_V1.read_bytes())
+    keeper = storage.Keeper.open(tmp_path, Counter("w", "w", ["result"], registry=None))
+    with caplog.at_level(logging.INFO, "whm_exporter.storage"):
+        back = keeper.load("t", _identity(state), state.module, state.explicit)
+    assert back is None
+    [line] = caplog.records
+    assert line.levelno == logging.INFO
+    assert "earlier release" in line.getMessage()
+    assert (line.__dict__["target"], line.__dict__["version"]) == ("t", 1)
+    assert line.__dict__["reads_version"] == storage.VERSION == 2
+    # Not damaged: left where it is for the next write to replace, nothing set aside.
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
 def test_a_kept_state_of_todays_release_restores_to_what_it_served() -> None:
     state = _state()
     document = persist.parse(storage.unpack(KEPT_FILE.read_bytes()))
@@ -186,6 +236,8 @@ def test_a_kept_state_of_todays_release_restores_to_what_it_served() -> None:
     # Every family served: a snapshot without some of them proves little.
     assert all([after.mailboxes, after.senders, after.user_totals, after.mail_flow])
     assert all([after.limits, after.user_flags, after.disk, after.dropped])
+    assert after.server_settings.values
+    assert after.server_settings.users
 
 
 def test_the_probe_answer_is_byte_for_byte_todays() -> None:
@@ -197,12 +249,13 @@ def test_the_probe_answer_is_byte_for_byte_todays() -> None:
 
 
 def test_the_state_identity_digest_is_todays() -> None:
-    # Another digest for the same configuration restarts every user's targets cold.
-    assert _identity(_state()) == "5fa23afa37ef915ac7caa810023a5a08a917ce3b8a62bd9d113b36d65296b2ad"
+    # Another digest for the same configuration restarts every user's targets cold. (Changed
+    # with format 2, issue 25: the server_settings section is part of the identity.)
+    assert _identity(_state()) == "73672099fa768fe2ab54e15c1e4a5f3eeff75798e141f689b8fd158365b4cc76"
     plain = loaded({"modules": {"default": {"token": "x"}}}).config.modules["default"]
     assert (
         persist.identity(SERVER, plain, {})
-        == "fb53fe60089151070240cd7cd0399d711c2ff64d927ffb9c655dd8393bd68601"
+        == "13e0dda10e508e704140a71cb9c1babf836e8e553b7c395210ecdf205e2d2244"
     )
 
 

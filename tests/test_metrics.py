@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from whm_exporter import exposition
 from whm_exporter.exposition import render_text, write
+from whm_exporter.families import server_settings
 from whm_exporter.metrics import Family, families
 from whm_exporter.snapshot import (
     DiskSample,
@@ -57,9 +58,14 @@ def snapshot() -> Snapshot:
             "senders": [SenderSample("bob", name or "x", "1h", 600) for name in HOSTILE],
             "user_totals": [UserSample("bob", "1h", 7)],
             "mail_flow": [("1h", MailFlow("bob", 14, 14, 0, 0, 1, 27444, True, False))],
-            "limits": [LimitSample("bob", "max_emails_per_hour", True)],
+            "limits": [LimitSample("bob", "max_emails_per_hour", True, (150, 150))],
             "user_flags": [UserFlags("bob", held=True, suspended=False)],
             "disk": [DiskSample("bob", "a@x", 483, None), DiskSample("bob", "b@x", 10, 2**30)],
+            "server_settings": server_settings.Settings(
+                {server_settings.THRESHOLD: 250, server_settings.ACTION: "hold"},
+                (server_settings.UserCaps("bob", 150, 0.4),),
+                5,
+            ),
         },
     )
 

@@ -24,7 +24,7 @@ from whm_exporter.simulator import Dataset
 pytest_plugins = ("test_process",)
 DATASET = Dataset(accounts=40, users=8, folders=4)
 MAILBOX = "get_mailbox_status_list"
-ASKED_AGAIN_NEVER = ("listaccts", "list_pops_for", MAILBOX)
+ASKED_AGAIN_NEVER = ("listaccts", "list_pops_for", MAILBOX, "get_tweaksetting")
 
 
 def every_account() -> set[str]:
@@ -81,6 +81,9 @@ async def test_a_restart_serves_every_answer_with_its_true_age(
     assert accounts_of(text) == every_account()
     assert value(found, "whm_up") == 1
     assert value(found, "whm_data_items", function=MAILBOX, state="missing") == 0
+    # The server settings too (issue 25), kept and not asked again.
+    assert value(found, "whm_data_items", function="get_tweaksetting", state="missing") == 0
+    assert value(found, "whm_outbound_spam_threshold_recipients") == DATASET.spam_threshold
     age = value(found, "whm_data_age_seconds", function=MAILBOX)
     assert age is not None
     assert age >= probed - down

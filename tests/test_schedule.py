@@ -499,12 +499,13 @@ def test_server_wide_answers_within_refresh_keep_the_signal_fresh() -> None:
 
 
 def test_every_function_is_refreshed_by_its_own_section() -> None:
-    # Six different values: a call mapped to another section's refresh shows at once.
+    # Different values: a call mapped to another section's refresh shows at once.
     state = state_for(
         discovery={"refresh": "11m"},
         mailboxes={"refresh": "2m"},
         unique_recipients={"refresh": "3s"},
         mail_flow={"enabled": True, "refresh": "25s"},
+        server_settings={"refresh": "7m"},
     )
     assert schedule.refresh_of(state.module) == {
         Kind.LISTACCTS: 660.0,
@@ -513,6 +514,7 @@ def test_every_function_is_refreshed_by_its_own_section() -> None:
         Kind.SENDERS: 3.0,
         Kind.TOTALS: 3.0,
         Kind.MAIL_FLOW: 25.0,
+        Kind.SETTING: 420.0,
     }
 
 

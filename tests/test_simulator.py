@@ -343,7 +343,7 @@ async def test_a_suspended_user_still_sends(start_whm) -> None:
     assert (await mail_flow(whm))[user]["SENDCOUNT"] == SCENARIOS.mail_flow(user, HOUR).sent > 0
 
 
-async def test_the_jumper_goes_from_its_usual_level_to_300_at_its_moment(start_whm) -> None:
+async def test_the_jumper_goes_from_its_usual_level_to_200_at_its_moment(start_whm) -> None:
     whm: WHM = await start_whm(SCENARIOS)  # it jumps an hour after the start
     address, user = SCENARIOS.jumper_address, SCENARIOS.jumper_user
     assert address is not None
@@ -352,9 +352,10 @@ async def test_the_jumper_goes_from_its_usual_level_to_300_at_its_moment(start_w
     assert (await senders_of(whm, user))[address] == usual == 20
     assert (await mail_flow(whm))[user]["SENDCOUNT"] == SCENARIOS.mail_flow(user, HOUR).sent
     whm.sim.started -= HOUR  # the simulator has run an hour
-    assert (await senders_of(whm, user))[address] == jumped == 300
+    # (200, not 300 as before issue 25: under the demo's lowered spam threshold, 250, too.)
+    assert (await senders_of(whm, user))[address] == jumped == 200
     # Far above its usual level, under cPanel's threshold, and its user trips no limit.
-    assert (await totals(whm))[user] < 500
+    assert (await totals(whm))[user] < 250
     flow = (await mail_flow(whm))[user]
     assert flow["SENDCOUNT"] == SCENARIOS.mail_flow(user, HOUR, uptime=HOUR).sent
     assert flow["SENDCOUNT"] > SCENARIOS.mail_flow(user, HOUR).sent
@@ -367,7 +368,7 @@ async def test_the_jumper_jumps_when_told(start_whm) -> None:
     assert status == 200
     address, user = body["address"], body["user"]
     assert address == whm.sim.dataset.jumper_address
-    assert (await senders_of(whm, user))[address] == 300
+    assert (await senders_of(whm, user))[address] == JUMPER_RATES[1]
 
 
 async def test_the_filling_address_fills_its_quota_in_about_two_days(start_whm) -> None:

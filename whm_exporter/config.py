@@ -152,6 +152,16 @@ class MailFlowConfig(StrictModel):
     max_age: Duration = 3600.0
 
 
+class ServerSettingsConfig(StrictModel):
+    """get_tweaksetting: cPanel's own outbound-spam detection and send limits, one call per key.
+    They change seldom; a key the token may not read (a reseller's) is asked again at this pace
+    too, not at every probe."""
+
+    enabled: bool = True
+    refresh: Duration = 600.0
+    max_age: Duration = 3600.0
+
+
 # Keys of earlier versions and what replaced them: named in the error instead of "unknown key".
 RENAMED = {
     "cache": "`cache` was replaced by `refresh` (an answer this young is not asked again) and"
@@ -178,6 +188,7 @@ class ModuleConfig(StrictModel):
     mailboxes: MailboxesConfig = MailboxesConfig()
     unique_recipients: UniqueRecipientsConfig = UniqueRecipientsConfig()
     mail_flow: MailFlowConfig = MailFlowConfig()
+    server_settings: ServerSettingsConfig = ServerSettingsConfig()
 
     _secret: SecretStr = PrivateAttr(default=SecretStr(""))
 
@@ -211,7 +222,7 @@ class ModuleConfig(StrictModel):
 
 
 # The module sections that decide which items are asked and how their answers are kept.
-STATE_SECTIONS = ("discovery", "mailboxes", "unique_recipients", "mail_flow")
+STATE_SECTIONS = ("discovery", "mailboxes", "unique_recipients", "mail_flow", "server_settings")
 
 
 def shapes_state(a: ModuleConfig, b: ModuleConfig) -> bool:

@@ -37,6 +37,8 @@ class LimitSample:
     user: str
     limit: str
     reached: bool
+    # cPanel's marker numbers (count this clock hour, cap or minimum), when its text gave them.
+    marker: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

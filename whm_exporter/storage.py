@@ -16,10 +16,11 @@ previous one and the directory fsync'd, so a crash or ``kill -9`` at any moment 
 previous snapshot or the new one, whole. Files are 0600 and a directory the exporter creates is
 0700 (they hold addresses). A file that cannot be read is logged with its target's name, moved
 aside (``NAME.state.corrupt-<UTC time>``, for the operator to look at or delete) and that target
-starts cold. A write that fails (a read-only or full disk) is counted in
-``whm_exporter_state_writes_total{result="error"}`` and logged once per problem; collection goes
-on, and the next round tries again. So does one whose state cannot be captured (a bug): the
-other targets are written all the same.
+starts cold; one of an earlier format version (an upgrade) is logged and that target starts
+cold, the file left for the next write to replace. A write that fails (a read-only or full
+disk) is counted in ``whm_exporter_state_writes_total{result="error"}`` and logged once per
+problem; collection goes on, and the next round tries again. So does one whose state cannot be
+captured (a bug): the other targets are written all the same.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ from whm_exporter.config import ModuleConfig
 log = logging.getLogger("whm_exporter.storage")
 
 MAGIC = b"WHMSTATE"
-VERSION = 1
+# 2: listaccts keeps each account's caps, the mail flow the limit markers' numbers, and the
+# server settings (get_tweaksetting) are kept.
+VERSION = 2
 _HEADER = struct.Struct(">8sH")
 # zlib level 1: at 20,000 addresses it takes 48 ms for 2.0 MB, level 6 171 ms for 1.6 MB
 # (docs/performance.md).
@@ -76,11 +79,23 @@ def pack(payload: bytes) -> bytes:
     return _HEADER.pack(MAGIC, VERSION) + zlib.compress(payload, LEVEL)
 
 
+class OlderFormat(Unusable):
+    """A state file an earlier release wrote: not damaged, only of a format this one does not
+    read (the next write replaces it)."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(f"format version {version}; this exporter reads version {VERSION}")
+        self.version = version
+
+
 def unpack(data: bytes) -> bytes:
-    """The payload of a state file; raises :class:`Unusable`."""
+    """The payload of a state file; raises :class:`Unusable` (:class:`OlderFormat` for a file
+    of an earlier format)."""
     if len(data) < _HEADER.size or data[: len(MAGIC)] != MAGIC:
         raise Unusable("not a whm-exporter state file")
     version = _HEADER.unpack_from(data)[1]
+    if version < VERSION:
+        raise OlderFormat(version)
     if version != VERSION:
         raise Unusable(f"format version {version}; this exporter reads version {VERSION}")
     stream = zlib.decompressobj()
@@ -222,6 +237,13 @@ class Keeper:
             document = persist.parse(unpack(data))
             if document.target != name:
                 raise Unusable(f"written for target {document.target!r}")
+        except OlderFormat as err:
+            # An upgrade, not a damaged file: nothing for the operator to look at.
+            log.info(
+                "kept state is of an earlier release's format; the target starts cold",
+                extra={"target": name, "version": err.version, "reads_version": VERSION},
+            )
+            return None
         except Unusable as err:
             self._set_aside(name, path, str(err))
             return None

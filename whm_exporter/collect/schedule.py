@@ -8,7 +8,8 @@ b. the senders of hot users, when older than the answer that made them hot (exac
    total is never below any one of its senders' counts, so no spammer hides below it);
 c. an early re-list (a server-wide answer named a user listaccts did not), then items never
    answered: discovery, then mailboxes, then the senders of quiet users;
-d. everything else, oldest first.
+d. everything else, oldest first (and the failures of the kinds whose families say they wait
+   their refresh: settings a reseller's token may not read).
 
 (a) and (b) are the spam signal and (c) makes a new server whole: neither waits for the load
 budget. (d) refreshes what is known, only while the budget allows (``refreshing``).
@@ -31,9 +32,22 @@ from whm_exporter.collect.state import Item, Kind, Lane, Stage, TargetState
 from whm_exporter.config import ModuleConfig
 
 Refresh = Mapping[Kind, float]
+# The kinds whose items, once their call failed, wait their refresh before they are asked again
+# (as refreshes, in tier (d)): a token refused for good must not cost a call at every probe.
+_PATIENT = frozenset(k for f in families.FAMILIES if f.failure_waits_refresh for k in f.kinds)
 # The lanes items never answered wait in, in the order of tier (c), as the families rank them.
 _FIRST_TIME = families.FIRST_TIME
-_FIRST_TIME_LANES = tuple((k, s) for k in _FIRST_TIME for s in (Stage.NEW, Stage.FAILED))
+_FIRST_TIME_LANES = tuple(
+    (k, s)
+    for k in _FIRST_TIME
+    for s in (Stage.NEW, Stage.FAILED)
+    if not (s is Stage.FAILED and k in _PATIENT)
+)
+# The lanes of tier (d): answers to renew, and the patient kinds' failures to try again.
+_REFRESH_LANES = (
+    *((k, Stage.KEPT) for k in _FIRST_TIME),
+    *((k, Stage.FAILED) for k in _FIRST_TIME if k in _PATIENT),
+)
 # Without per-user totals: a new user list, then every sender, answered or not.
 _SENDERS_FIRST = (
     (Kind.LISTACCTS, Stage.NEW),
@@ -50,11 +64,13 @@ def refresh_of(module: ModuleConfig) -> dict[Kind, float]:
 
 
 def eligible(item: Item[Any], now: float, epoch: float, refresh: Refresh) -> bool:
-    """Not in flight, not asked since the current probe arrived, and (when it has an answer)
-    not asked within its refresh."""
+    """Not in flight, not asked since the current probe arrived, and (when it has an answer,
+    or its kind's failures wait) not asked within its refresh."""
     if item.in_flight or item.attempted_at >= epoch:
         return False
-    return item.answer is None or now - item.attempted_at >= refresh[item.kind]
+    if item.answer is None and item.kind not in _PATIENT:
+        return True
+    return now - item.attempted_at >= refresh[item.kind]
 
 
 def totals_usable(state: TargetState) -> bool:
@@ -80,8 +96,10 @@ def budgeted(state: TargetState) -> bool:
 
 def is_refresh(item: Item[Any], urgent: bool) -> bool:
     """Whether a call the schedule handed out waits for the load budget: it renews an answer
-    and is not the spam signal."""
-    return not urgent and item.answer is not None and not item.early
+    (or tries a patient kind's failure again) and is not the spam signal."""
+    if urgent or item.early:
+        return False
+    return item.answer is not None or (item.kind in _PATIENT and item.attempted_at > -math.inf)
 
 
 def next_item(
@@ -131,10 +149,10 @@ def next_item(
     # a kept sender that may go went above. Kept senders wait for the totals being asked: those
     # may vouch for them (state.TargetState._confirm).
     waiting = any(t.in_flight or eligible(t, now, epoch, refresh) for t in state.totals.values())
-    for kind in _FIRST_TIME:
-        if waiting and kind is Kind.SENDERS:
+    for key in _REFRESH_LANES:
+        if waiting and key[0] is Kind.SENDERS:
             continue
-        head = _head(lanes[(kind, Stage.KEPT)], now, epoch, refresh)
+        head = _head(lanes[key], now, epoch, refresh)
         if head is not None and (oldest is None or head.attempted_at < oldest.attempted_at):
             oldest = head
     return (oldest, False) if oldest is not None else None

@@ -20,7 +20,7 @@ from whm_exporter.config import ModuleConfig
 from whm_exporter.selection import selected
 from whm_exporter.snapshot import CallRecord
 from whm_exporter.whm.errors import REASONS
-from whm_exporter.whm.parse import Account, Mailbox, MailFlow
+from whm_exporter.whm.parse import Account, Mailbox, MailFlow, TweakSetting
 
 A = TypeVar("A")
 # The debug page shows the calls since the previous scrape; a stalled Prometheus must not make
@@ -39,10 +39,22 @@ class Kind(enum.StrEnum):
     SENDERS = "get_unique_recipient_count_per_sender_for_user"
     # get_mailbox_status_list or get_mailbox_status: which one is learned per target.
     MAILBOX = "mailbox"
+    # One of cPanel's Tweak Settings (module Main), one key a call.
+    SETTING = "get_tweaksetting"
 
 
 # One call answers for the whole server: the spam signal's first line.
 SERVER_WIDE = (Kind.TOTALS, Kind.MAIL_FLOW)
+# The Tweak Settings read (get_tweaksetting, module Main): cPanel's outbound-spam detection and
+# send limits, one item each, so a key refused or of a bad value costs only itself.
+SETTING_KEYS = (
+    "email_outbound_spam_detect_enable",
+    "email_outbound_spam_detect_threshold",
+    "email_outbound_spam_detect_action",
+    "maxemailsperhour",
+    "email_send_limits_max_defer_fail_percentage",
+    "email_send_limits_min_defer_fail_to_trigger_protection",
+)
 
 
 class Stage(enum.StrEnum):
@@ -54,7 +66,7 @@ class Stage(enum.StrEnum):
 @dataclass(eq=False, slots=True)
 class Item(Generic[A]):
     """One thing WHM is asked about. ``subject`` is the address (mailboxes), the window label
-    (senders, totals, mail flow) or empty."""
+    (senders, totals, mail flow), the key (settings) or empty."""
 
     kind: Kind
     user: str = ""
@@ -171,6 +183,8 @@ class TargetState:
         self.pops: dict[str, Item[Addresses]] = {}
         self.senders: dict[tuple[str, str], Item[Any]] = {}
         self.mailboxes: dict[tuple[str, str], Item[Any]] = {}
+        # cPanel's server settings, one item per key (families/server_settings.py names them).
+        self.settings: dict[str, Item[TweakSetting]] = {}
         # The users scraped and their accounts (explicit, discovered, main mailbox).
         self.accounts: dict[str, tuple[str, ...]] = {}
         self.mailbox_function: str | None = None
@@ -199,6 +213,7 @@ class TargetState:
             + len(self.mailboxes)
             + len(self.senders)
             + len(self.server_wide)
+            + len(self.settings)
             + listaccts
         )
 
@@ -207,6 +222,8 @@ class TargetState:
     def _build(self) -> None:
         if self.module.discovery.enabled:
             self.listaccts = self._new(Kind.LISTACCTS)
+        if self.module.server_settings.enabled:
+            self.settings = {key: self._new(Kind.SETTING, subject=key) for key in SETTING_KEYS}
         for user in self.explicit:
             self._sync_user(user)
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from whm_exporter.collect.state import Kind
 from whm_exporter.config import ModuleConfig, Window
-from whm_exporter.families import discovery, mail_flow, mailboxes, senders, totals
+from whm_exporter.families import (
+    discovery,
+    mail_flow,
+    mailboxes,
+    senders,
+    server_settings,
+    totals,
+)
 from whm_exporter.families.base import Family
 
 FAMILIES: tuple[Family, ...] = (
@@ -18,6 +25,7 @@ FAMILIES: tuple[Family, ...] = (
     mail_flow.FAMILY,
     senders.FAMILY,
     mailboxes.FAMILY,
+    server_settings.FAMILY,
 )
 BY_KIND: dict[Kind, Family] = {kind: f for f in FAMILIES for kind in f.kinds}
 # The families in the order their metrics stand in a probe's output.

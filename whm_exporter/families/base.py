@@ -1,11 +1,12 @@
 """What every signal family declares, and what the machinery knows of one.
 
-A family (discovery, mailboxes, senders, per-user totals, mail flow) is one module under
-``families/`` holding one :class:`Family` instance: the WHM call it makes for an item and how its
-answer is kept, how long an answer is refreshed and served (its config section), how the answer
-is written to the kept-state file and read back, and what a probe serves of it and renders as
-metric families (names and HELP). The scheduler, the runner, persistence and the probe ask the
-registry (``families.BY_KIND``, ``families.FAMILIES``) and never name a family.
+A family (discovery, mailboxes, senders, per-user totals, mail flow, server settings) is one
+module under ``families/`` holding one :class:`Family` instance: the WHM call it makes for an
+item and how its answer is kept, how long an answer is refreshed and served (its config
+section), how the answer is written to the kept-state file and read back, and what a probe
+serves of it and renders as metric families (names and HELP). The scheduler, the runner,
+persistence and the probe ask the registry (``families.BY_KIND``, ``families.FAMILIES``) and
+never name a family.
 """
 
 from __future__ import annotations
@@ -149,8 +150,13 @@ class Family:
     # Where its metric families stand in a probe's output (lowest first).
     exposition_rank: ClassVar[int]
     # Its place in the schedule's tier (c), items never answered (lowest first); None for a
-    # server-wide family, asked first of all (tier a).
+    # server-wide family, asked first of all (tier a). Families of one rank go in the
+    # registry's order.
     first_rank: ClassVar[int | None] = None
+    # Whether an item whose call failed before it was ever answered waits its refresh, as a
+    # refresh does (within the load budget), instead of being asked again at every probe as a
+    # first answer: for calls a token may be refused for good (a reseller's).
+    failure_waits_refresh: ClassVar[bool] = False
 
     # --- config -----------------------------------------------------------------------------
 

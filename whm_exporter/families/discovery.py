@@ -1,6 +1,7 @@
-"""Discovery: listaccts (the users, and what cPanel already did to their outgoing mail), then one
-call per user for its addresses, list_pops_for, or list_pops_with_disk (through uapi_cpanel) with
-each address's disk use and quota. The inventory every other per-user item hangs from; its
+"""Discovery: listaccts (the users, what cPanel already did to their outgoing mail, and their own
+sending caps, which the server settings family serves), then one call per user for its
+addresses, list_pops_for, or list_pops_with_disk (through uapi_cpanel) with each address's disk
+use and quota. The inventory every other per-user item hangs from; its
 answers are served for ever. Config section ``discovery``."""
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ class Discovery(Family):
 
     def plan(self, item: Item[Any], state: TargetState, wall: float) -> Call:
         if item.kind is Kind.LISTACCTS:
-            want = "user,suspended,outgoing_mail_hold,outgoing_mail_suspended"
+            # The accounts' own sending caps too: the server settings family serves them.
+            want = (
+                "user,suspended,outgoing_mail_hold,outgoing_mail_suspended,max_email_per_hour,"
+                "max_defer_fail_percentage,min_defer_fail_to_trigger_protection"
+            )
             return Call("listaccts", "", {"want": want}, lambda b, now: _listed(state, b, now))
         if state.module.discovery.function == "list_pops_with_disk":
             return Call(

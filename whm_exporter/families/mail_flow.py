@@ -4,6 +4,8 @@ the per-hour limits cPanel saw it trip. Config section ``mail_flow``."""
 
 from __future__ import annotations
 
+import logging
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -15,8 +17,17 @@ from whm_exporter.snapshot import LimitSample, Snapshot
 from whm_exporter.whm import parse
 from whm_exporter.whm.errors import WHMError
 
+log = logging.getLogger("whm_exporter.collect")
+
 # A kept answer: one row per user, MailFlow's fields in order.
 ROWS: Fields[parse.MailFlow] = Fields(parse.MailFlow)
+
+# The limit label's values: cPanel's two per-hour limits.
+MAX_EMAILS = "max_emails_per_hour"
+DEFER_FAIL = "max_defer_fail"
+# The targets' states whose log said a limit flag was an odd text (the state names no target:
+# the line says the user and the text).
+_TOLD: weakref.WeakSet[TargetState] = weakref.WeakSet()
 
 # emailtrack_user_stats counters: (metric, HELP, MailFlow field).
 COUNTERS = (
@@ -95,11 +106,19 @@ class MailFlow(Family):
                         continue
                     flows.append((flow.subject, r))
                     if shortest:
-                        limits[r.user] = _limits(
-                            r.user, r.reached_max_emails, r.reached_max_defer_fail
+                        limits[r.user] = (
+                            LimitSample(
+                                r.user, MAX_EMAILS, r.reached_max_emails, r.max_emails_marker
+                            ),
+                            LimitSample(
+                                r.user, DEFER_FAIL, r.reached_max_defer_fail, r.defer_fail_marker
+                            ),
                         )
                     elif flags_served and r.user not in limits:
-                        limits[r.user] = _limits(r.user, False, False)
+                        limits[r.user] = (
+                            LimitSample(r.user, MAX_EMAILS, False),
+                            LimitSample(r.user, DEFER_FAIL, False),
+                        )
         return {
             "mail_flow": sorted(flows, key=lambda f: (f[1].user, f[0])),
             "limits": [s for user in sorted(limits) for s in limits[user]],
@@ -124,24 +143,43 @@ class MailFlow(Family):
                 ("user", "limit"),
                 [((x.user, x.limit), int(x.reached)) for x in s.limits],
             ),
+            MetricFamily(
+                "whm_user_mail_limit_marker_messages",
+                "Messages the user's domain sent (max_emails_per_hour), or its deferrals and"
+                " failures (max_defer_fail), this clock hour, from the text of cPanel's limit"
+                " marker in REACHED_* (150/150, 7/5 (58%)); cPanel clears the marker at"
+                " each full hour.",
+                ("user", "limit"),
+                [((x.user, x.limit), x.marker[0]) for x in s.limits if x.marker is not None],
+            ),
+            MetricFamily(
+                "whm_user_mail_limit_marker_threshold_messages",
+                "The hourly cap (max_emails_per_hour), or the deferrals and failures that let"
+                " the share trigger (max_defer_fail), from the text of cPanel's limit marker;"
+                " cPanel clears the marker at each full hour.",
+                ("user", "limit"),
+                [((x.user, x.limit), x.marker[1]) for x in s.limits if x.marker is not None],
+            ),
         ]
 
 
 def _keep(state: TargetState, item: Item[Any], body: object, now: float) -> Problems:
     answer = parse.mail_flow(body)
+    if answer.odd_markers and state not in _TOLD:
+        # Taken as reached; said once per target, for whoever wonders what cPanel wrote.
+        _TOLD.add(state)
+        user, text = answer.odd_markers[0]
+        log.debug(
+            "a limit flag of emailtrack_user_stats is neither 0, 1 nor cPanel's marker text;"
+            " taken as reached",
+            extra={"user": user, "text": text, "others": len(answer.odd_markers) - 1},
+        )
     state.answered(item, {r.user: r for r in answer.records}, now)
     problems = [WHMError("protocol", f"record refused: {bad}") for bad in answer.bad_records]
     if answer.overflowed:
         # emailtrack_user_stats marks a list it cut short: the users beyond it are missing.
         problems.append(WHMError("api", "partial answer: WHM cut the record list (overflowed)"))
     return problems
-
-
-def _limits(user: str, max_emails: bool, max_defer_fail: bool) -> tuple[LimitSample, LimitSample]:
-    return (
-        LimitSample(user, "max_emails_per_hour", max_emails),
-        LimitSample(user, "max_defer_fail", max_defer_fail),
-    )
 
 
 def _window_seconds(module: ModuleConfig) -> Callable[[Item[Any]], float]:

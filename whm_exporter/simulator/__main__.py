@@ -8,9 +8,10 @@ import contextlib
 import math
 import sys
 import time
+from collections.abc import Callable
 
 from whm_exporter.simulator.app import Knobs, Simulator, serve
-from whm_exporter.simulator.dataset import Dataset
+from whm_exporter.simulator.dataset import SPAM_ACTIONS, Dataset
 from whm_exporter.simulator.faults import FAULTS
 
 
@@ -26,6 +27,17 @@ def _cores(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text}: cores must be 0 (no limit) or more")
     return value
+
+
+def _whole(low: int, high: int | None = None) -> Callable[[str], int]:
+    def whole(text: str) -> int:
+        value = int(text)
+        if value < low or (high is not None and value > high):
+            bounds = f"{low} to {high}" if high is not None else f"{low} or more"
+            raise argparse.ArgumentTypeError(f"{text}: must be {bounds}")
+        return value
+
+    return whole
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -86,13 +98,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="the first address of the third user goes from 20 to 300 unique recipients an hour"
+        help="the first address of the third user goes from 20 to 200 unique recipients an hour"
         " after this long (or at any time: POST /_sim/jump)",
     )
     p.add_argument(
         "--filling-mailbox",
         action="store_true",
         help="the first address of the fourth user fills its quota in two days",
+    )
+    p.add_argument(
+        "--between-sender",
+        action="store_true",
+        help="the first address of the fifth user reaches 400 unique recipients an hour: over a"
+        " lowered --spam-threshold, under cPanel's default 500",
+    )
+    settings = p.add_argument_group("the server's Tweak Settings (get_tweaksetting)")
+    settings.add_argument(
+        "--spam-threshold",
+        type=_whole(1),
+        default=500,
+        help="email_outbound_spam_detect_threshold: unique recipients per sender per hour",
+    )
+    settings.add_argument(
+        "--spam-action",
+        choices=SPAM_ACTIONS,
+        default="noaction",
+        help="email_outbound_spam_detect_action",
+    )
+    settings.add_argument(
+        "--spam-detection-off",
+        action="store_true",
+        help="email_outbound_spam_detect_enable 0",
+    )
+    settings.add_argument(
+        "--max-emails-per-hour",
+        type=_whole(0),
+        default=None,
+        help="maxemailsperhour: each domain's hourly cap (default: unset, unlimited)",
+    )
+    settings.add_argument(
+        "--max-defer-fail-percentage",
+        type=_whole(0, 100),
+        default=None,
+        help="email_send_limits_max_defer_fail_percentage (default: unset, off)",
     )
     p.add_argument(
         "--new-spammer-after",
@@ -138,6 +186,12 @@ def build(args: argparse.Namespace) -> Simulator:
             suspended_sends=args.suspended_sends,
             jump_after=args.jump_after,
             filling_mailbox=args.filling_mailbox,
+            between_sender=args.between_sender,
+            spam_detection=not args.spam_detection_off,
+            spam_threshold=args.spam_threshold,
+            spam_action=args.spam_action,
+            max_emails_per_hour=args.max_emails_per_hour,
+            max_defer_fail_percentage=args.max_defer_fail_percentage,
         ),
         username=args.username,
         token=args.token,

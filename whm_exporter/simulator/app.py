@@ -41,6 +41,8 @@ ROLES = {
 }
 # Email::list_pops_with_disk through uapi_cpanel: the Receive Mail role (UAPI Email module).
 UAPI_ROLE = "MailReceive"
+# get_tweaksetting's answer for a key or module it does not know.
+INVALID_KEY = "Invalid tweaksetting key"
 
 
 @dataclass
@@ -129,6 +131,10 @@ class Failure(Exception):
     """A WHM validation failure: HTTP 200, ``result: 0``, this reason."""
 
 
+class Refusal(Failure):
+    """A failure whose reason WHM sends as it is, without the "API failure" prefix."""
+
+
 class Simulator:
     def __init__(
         self,
@@ -158,6 +164,7 @@ class Simulator:
             "get_unique_sender_recipient_count_per_user": self._user_totals,
             "emailtrack_user_stats": self._mail_flow,
             "uapi_cpanel": self._uapi,
+            "get_tweaksetting": self._tweak_setting,
         }
 
     def app(self) -> web.Application:
@@ -294,6 +301,10 @@ class Simulator:
         try:
             body = _envelope(function, handler(params))
         except Failure as err:
+            if isinstance(err, Refusal):
+                return {
+                    "metadata": {"command": function, "reason": str(err), "result": 0, "version": 1}
+                }
             return _failure(function, str(err))
         if function == "emailtrack_user_stats" and self.knobs.mail_flow_overflow:
             body["metadata"].update({"__chunked": 1, "overflowed": 1})
@@ -329,10 +340,23 @@ class Simulator:
                 "suspended": int(ds.suspended(user)),
                 "outgoing_mail_hold": int(ds.outgoing_held(user)),
                 "outgoing_mail_suspended": int(ds.outgoing_suspended(user)),
+                **ds.listed_caps(user),
+                "min_defer_fail_to_trigger_protection": str(ds.min_defer_fail),
             }
             for user in ds.user_names
         ]
         return {"acct": accts}
+
+    def _tweak_setting(self, params: dict[str, str]) -> object:
+        """get_tweaksetting as its reference answers (its official example's shape): an unset
+        key has no ``value`` member; a key or module it does not know is "Invalid tweaksetting
+        key" (result 0, without the "API failure" prefix, as real servers word it)."""
+        key = self._required(params, "key")
+        settings = self.dataset.tweak_settings()
+        if params.get("module", "Main") != "Main" or key not in settings:
+            raise Refusal(INVALID_KEY)
+        value = settings[key]
+        return {"tweaksetting": {"key": key} if value is None else {"key": key, "value": value}}
 
     def _list_pops_for(self, params: dict[str, str]) -> object:
         user = self._required(params, "user")
@@ -410,11 +434,11 @@ class Simulator:
         records = []
         uptime = self.uptime()
         for user in self.dataset.mail_users:
-            flow = self.dataset.mail_flow(
-                user, window, spamming=self._spamming(user), uptime=uptime
-            )
+            spamming = self._spamming(user)
+            flow = self.dataset.mail_flow(user, window, spamming=spamming, uptime=uptime)
             if not flow.sent:
                 continue  # only users with mail in the window
+            emails, defer_fail = self.dataset.marker_texts(user, spamming=spamming, uptime=uptime)
             records.append(
                 {
                     "USER": user,
@@ -427,8 +451,8 @@ class Simulator:
                     "FAILCOUNT": self._count(flow.failures),
                     "DEFERFAILCOUNT": self._count(flow.defer_failures),
                     "TOTALSIZE": self._count(flow.sent_bytes),
-                    "REACHED_MAXEMAILS": int(flow.reached_max_emails),
-                    "REACHED_MAXDEFERFAIL": int(flow.reached_max_defer_fail),
+                    "REACHED_MAXEMAILS": emails,
+                    "REACHED_MAXDEFERFAIL": defer_fail,
                 }
             )
         if self.knobs.mail_flow_overflow:

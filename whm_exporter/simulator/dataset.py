@@ -58,8 +58,32 @@ HOSTNAME = "server.example"
 # The suspended user's first address keeps sending: above the exporter's default priority
 # threshold (100), under cPanel's 500.
 SUSPENDED_SENDER_RATE = 150
-# The jumper's usual unique recipients per hour, and after its jump (under cPanel's 500).
-JUMPER_RATES = (20, 300)
+# The jumper's usual unique recipients per hour, and after its jump (under cPanel's 500, and
+# under the demo's lowered threshold of 250: far above its usual level, not spam).
+JUMPER_RATES = (20, 200)
+# The between sender's unique recipients per hour: over a threshold lowered to 250, under
+# cPanel's default 500 (the rules must read each server's own).
+BETWEEN_RATE = 400
+# The forms listaccts gives an account's max_email_per_hour and max_defer_fail_percentage
+# (cPanel's Whostmgr/Accounts/List.pm), dealt to the users in turn: its own cap (a JSON number,
+# or a string), "unlimited", or the server's setting (0, "0", "default", "", "*unknown*", no key).
+OWN, OWN_TEXT, ABSENT = "<own>", "<own text>", "<absent>"
+CAP_FORMS: tuple[object, ...] = (
+    OWN,
+    "unlimited",
+    "0",
+    "default",
+    "",
+    "*unknown*",
+    ABSENT,
+    OWN_TEXT,
+    0,
+)
+# The own caps (messages per hour, deferred and failed percentage) of each own form: the heavy
+# sender's user (the first) is past both.
+OWN_CAPS = {OWN: (1500, 20), OWN_TEXT: (300, 40)}
+# email_outbound_spam_detect_action's values.
+SPAM_ACTIONS = ("noaction", "hold", "block")
 # The filling address reaches its quota this long after the simulator starts, arriving mail
 # of this size on average.
 FILL_SECONDS = 2 * 86400
@@ -83,7 +107,13 @@ class Dataset:
     flow, not in listaccts); ``suspended_sends``, a suspended user (the tenth, or the last of a
     smaller server) sends notably; ``jump_after``, seconds after the start when the jumper
     (the first address of the third user) goes from its usual 20 unique recipients an hour to
-    300; ``filling_mailbox``, the first address of the fourth user fills its quota in two days.
+    200; ``filling_mailbox``, the first address of the fourth user fills its quota in two days;
+    ``between_sender``, the first address of the fifth user reaches 400 unique recipients an
+    hour (between a lowered threshold and cPanel's default 500).
+
+    The server's Tweak Settings are fields too, and each user has its own caps in one of the
+    forms listaccts sends (``CAP_FORMS``, in turn): REACHED_MAXEMAILS and REACHED_MAXDEFERFAIL
+    carry cPanel's marker text when the user's hourly mail passes the cap in force.
     """
 
     seed: int = 1
@@ -95,6 +125,14 @@ class Dataset:
     suspended_sends: bool = False
     jump_after: float | None = None
     filling_mailbox: bool = False
+    between_sender: bool = False
+    # The server's Tweak Settings (get_tweaksetting), as a new server has them; None: unset.
+    spam_detection: bool = True
+    spam_threshold: int = 500
+    spam_action: str = "noaction"
+    max_emails_per_hour: int | None = None
+    max_defer_fail_percentage: int | None = None
+    min_defer_fail: int = 5
 
     @cached_property
     def user_names(self) -> tuple[str, ...]:
@@ -146,6 +184,56 @@ class Dataset:
     @property
     def filling_address(self) -> str | None:
         return self._first_address(self._nth_user(3)) if self.filling_mailbox else None
+
+    @property
+    def between_address(self) -> str | None:
+        return self._first_address(self._nth_user(4)) if self.between_sender else None
+
+    def tweak_settings(self) -> dict[str, str | None]:
+        """The server's Tweak Settings as get_tweaksetting gives them: strings, None unset."""
+
+        def text(value: int | None) -> str | None:
+            return None if value is None else str(value)
+
+        return {
+            "email_outbound_spam_detect_enable": str(int(self.spam_detection)),
+            "email_outbound_spam_detect_threshold": str(self.spam_threshold),
+            "email_outbound_spam_detect_action": self.spam_action,
+            "maxemailsperhour": text(self.max_emails_per_hour),
+            "email_send_limits_max_defer_fail_percentage": text(self.max_defer_fail_percentage),
+            "email_send_limits_min_defer_fail_to_trigger_protection": str(self.min_defer_fail),
+        }
+
+    def cap_form(self, user: str) -> object:
+        """The form of the user's caps in listaccts (``CAP_FORMS``); the system user has none."""
+        if user not in self.user_names:
+            return ABSENT
+        return CAP_FORMS[self.user_names.index(user) % len(CAP_FORMS)]
+
+    def listed_caps(self, user: str) -> dict[str, object]:
+        """max_email_per_hour and max_defer_fail_percentage as listaccts sends them."""
+        form = self.cap_form(user)
+        if form is ABSENT:
+            return {}
+        if form in OWN_CAPS:
+            emails, percentage = OWN_CAPS[str(form)]
+            if form is OWN_TEXT:
+                return {
+                    "max_email_per_hour": str(emails),
+                    "max_defer_fail_percentage": str(percentage),
+                }
+            return {"max_email_per_hour": emails, "max_defer_fail_percentage": percentage}
+        return {"max_email_per_hour": form, "max_defer_fail_percentage": form}
+
+    def caps(self, user: str) -> tuple[int | None, int | None]:
+        """The hourly cap and the deferred and failed percentage cPanel enforces on the user
+        (None: none): its own, none when "unlimited", else the server's (0 or unset: none)."""
+        form = self.cap_form(user)
+        if form in OWN_CAPS:
+            return OWN_CAPS[str(form)]
+        if form == "unlimited":
+            return None, None
+        return self.max_emails_per_hour or None, self.max_defer_fail_percentage or None
 
     @cached_property
     def _nobody_rates(self) -> dict[str, int]:
@@ -219,6 +307,8 @@ class Dataset:
     def _fixed_rates(self) -> dict[str, int]:
         """Senders whose rate a scenario sets rather than the seed."""
         rates = dict(self._nobody_rates)
+        if self.between_address:
+            rates[self.between_address] = BETWEEN_RATE
         if self.suspended_sender_address:
             rates[self.suspended_sender_address] = SUSPENDED_SENDER_RATE
         if self.heavy_sender and self.heavy_sender_address:
@@ -282,35 +372,67 @@ class Dataset:
         self, user: str, window_seconds: float, *, spamming: bool = False, uptime: float = 0.0
     ) -> MailFlow:
         """emailtrack_user_stats for a user: quiet users send a little and bounce less; the
-        heavy sender's user (or a ``spamming`` one) sends a burst, bounces, and trips both of
-        cPanel's per-hour limits. Any other user's mail follows its senders (the jumper's user
-        sends more after the jump but trips no limit)."""
+        heavy sender's user (or a ``spamming`` one) sends a burst and bounces (and, past its
+        caps, trips cPanel's per-hour limits). Any other user's mail follows its senders (the
+        jumper's user sends more after the jump but trips no limit)."""
+        counts = self._counts(user, window_seconds, spamming, uptime)
+        (emails, emails_at), (defer_fail, defer_fail_at) = self.limits(
+            user, spamming=spamming, uptime=uptime
+        )
+        return MailFlow(user, *counts, emails, defer_fail, emails_at, defer_fail_at)
+
+    def _counts(
+        self, user: str, window_seconds: float, spamming: bool, uptime: float
+    ) -> tuple[int, int, int, int, int, int]:
+        """Sent, delivered, deferrals, failures, defer-failures and bytes in the window."""
         hours = window_seconds / 3600
         if spamming or (self.heavy_sender and user == self.heavy_user):
             sent = round(2000 * hours)
-            return MailFlow(
-                user,
+            return (
                 sent,
                 round(1700 * hours),
                 round(300 * hours),
                 round(250 * hours),
                 round(180 * hours),
                 sent * 3_000,
-                reached_max_emails=True,
-                reached_max_defer_fail=True,
             )
         sent = round(self.user_total(user, window_seconds, uptime) / 4)
-        return MailFlow(
-            user,
-            sent,
-            sent + sent // 10,
-            sent // 20,
-            sent // 50,
-            sent // 100,
-            sent * 24_000,
-            reached_max_emails=False,
-            reached_max_defer_fail=False,
+        return sent, sent + sent // 10, sent // 20, sent // 50, sent // 100, sent * 24_000
+
+    def limits(
+        self, user: str, *, spamming: bool = False, uptime: float = 0.0
+    ) -> tuple[tuple[bool, tuple[int, int] | None], tuple[bool, tuple[int, int] | None]]:
+        """Whether the user's mail this clock hour passed each of its caps, with cPanel's marker
+        numbers: messages sent against the hourly cap, and deferrals plus failures against the
+        minimum that lets their share (at or above the percentage in force) trigger. Senders
+        keep steady rates here, so the clock hour's counts are an hour's, whatever the time."""
+        sent, _, deferrals, failures, _, _ = self._counts(user, 3600, spamming, uptime)
+        cap, percentage = self.caps(user)
+        emails = cap is not None and sent >= cap
+        bounced = deferrals + failures
+        defer_fail = (
+            percentage is not None
+            and bounced >= self.min_defer_fail
+            and sent > 0
+            and 100 * bounced >= percentage * sent
         )
+        return (
+            (emails, (sent, cap) if emails and cap is not None else None),
+            (defer_fail, (bounced, self.min_defer_fail) if defer_fail else None),
+        )
+
+    def marker_texts(
+        self, user: str, *, spamming: bool = False, uptime: float = 0.0
+    ) -> tuple[int | str, int | str]:
+        """REACHED_MAXEMAILS and REACHED_MAXDEFERFAIL as a real server sends them: 0, or the
+        text of cPanel's marker file ("150/150", "7/5 (58%)")."""
+        (_, emails), (_, defer_fail) = self.limits(user, spamming=spamming, uptime=uptime)
+        first: int | str = 0 if emails is None else f"{emails[0]}/{emails[1]}"
+        if defer_fail is None:
+            return first, 0
+        sent = self._counts(user, 3600, spamming, uptime)[0]
+        share = round(100 * defer_fail[0] / sent)
+        return first, f"{defer_fail[0]}/{defer_fail[1]} ({share}%)"
 
     def disk(self, account: str, uptime: float = 0.0) -> tuple[int, int]:
         """An address's disk use (its folders' sizes) and quota in bytes (0: unlimited); one
@@ -331,6 +453,9 @@ class Dataset:
 
 # The --demo server: every scenario on, so each dashboard panel and alert has something to show
 # (the jump a few minutes in, once Prometheus has some history of the sender's usual level).
+# Its server has lowered cPanel's spam threshold to 250 with the action hold (the between sender
+# is over it, under the default 500), caps each domain at 200 messages an hour and blocks at 50%
+# deferred and failed; the heavy sender's user is past its own caps, with markers.
 DEMO = Dataset(
     accounts=24,
     users=6,
@@ -339,4 +464,9 @@ DEMO = Dataset(
     suspended_sends=True,
     jump_after=300.0,
     filling_mailbox=True,
+    between_sender=True,
+    spam_threshold=250,
+    spam_action="hold",
+    max_emails_per_hour=200,
+    max_defer_fail_percentage=50,
 )

@@ -12,7 +12,7 @@ import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from whm_exporter.whm.errors import WHMError
 
@@ -56,14 +56,32 @@ class UserTotal:
     count: int
 
 
+# An account's own cap (listaccts max_email_per_hour, max_defer_fail_percentage): a positive
+# number, "unlimited" (no cap even where the server has one), or None: the server's setting
+# applies (cPanel's Whostmgr/Accounts/List.pm sends 0, "0", "default", "", "*unknown*" or no key).
+Cap = int | Literal["unlimited"] | None
+UNLIMITED: Literal["unlimited"] = "unlimited"
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
-    """One cPanel account from listaccts, with what cPanel already did to its outgoing mail."""
+    """One cPanel account from listaccts, with what cPanel already did to its outgoing mail and
+    its own sending caps."""
 
     user: str
     suspended: bool
     outgoing_held: bool = False
     outgoing_suspended: bool = False
+    max_emails_per_hour: Cap = None
+    max_defer_fail_percentage: Cap = None
+    # The server's min_defer_fail_to_trigger_protection, repeated on every account (None: not
+    # a number).
+    min_defer_fail: int | None = None
+
+
+# A limit marker's numbers (emailtrack_user_stats REACHED_*): messages sent, or deferrals and
+# failures, this clock hour, and the cap or the minimum that triggers protection.
+Marker = tuple[int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +97,9 @@ class MailFlow:
     sent_bytes: int
     reached_max_emails: bool
     reached_max_defer_fail: bool
+    # The numbers of cPanel's marker text, when REACHED_* carried one ("150/150", "7/5 (58%)").
+    max_emails_marker: Marker | None = None
+    defer_fail_marker: Marker | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +111,16 @@ class MailFlowAnswer:
     bad_records: tuple[str, ...]
     # metadata.overflowed: WHM cut the record list short.
     overflowed: bool
+    # (user, text) of each REACHED_* text that is neither 0, 1 nor a marker: taken as reached.
+    odd_markers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TweakSetting:
+    """get_tweaksetting: a key and its value as WHM sent it (None: unset, no ``value``)."""
+
+    key: str
+    value: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,10 +300,33 @@ def _flag(item: Mapping[str, object], key: str) -> bool:
     return bool(counter(item.get(key, 0), key))
 
 
+def cap(value: object) -> Cap:
+    """An account's cap as cPanel enforces it (Whostmgr/Accounts/List.pm): a positive number
+    (JSON number or digit string) is its own, ``"unlimited"`` none at all; 0, ``"0"``,
+    ``"default"``, ``""``, ``"*unknown*"`` or no key leave the server's setting in force. So does
+    a form no server sends: the account is not refused for a cap."""
+    if isinstance(value, str) and value.strip().lower() == UNLIMITED:
+        return UNLIMITED
+    try:
+        number = counter(value, "cap")
+    except WHMError:
+        return None
+    return number or None
+
+
+def _optional_count(value: object) -> int | None:
+    try:
+        return counter(value, "count")
+    except WHMError:
+        return None
+
+
 @_contained
 def accounts(body: object) -> list[Account]:
-    """listaccts: ``data.acct[] {user, suspended, outgoing_mail_hold, outgoing_mail_suspended}``
-    (each flag 0 or 1, as the listaccts reference gives them)."""
+    """listaccts: ``data.acct[] {user, suspended, outgoing_mail_hold, outgoing_mail_suspended,
+    max_email_per_hour, max_defer_fail_percentage, min_defer_fail_to_trigger_protection}``
+    (each flag 0 or 1, as the listaccts reference gives them; the caps as :func:`cap` reads
+    them)."""
     out = []
     for item in _records(body, "listaccts", "acct"):
         user = _text(_field(item, "user", "acct entry"), "acct user")
@@ -282,6 +336,9 @@ def accounts(body: object) -> list[Account]:
                 _flag(item, "suspended"),
                 _flag(item, "outgoing_mail_hold"),
                 _flag(item, "outgoing_mail_suspended"),
+                cap(item.get("max_email_per_hour")),
+                cap(item.get("max_defer_fail_percentage")),
+                _optional_count(item.get("min_defer_fail_to_trigger_protection")),
             )
         )
     return out
@@ -305,18 +362,42 @@ _FLOW_COUNTERS = (
 )
 
 
+# cPanel's marker file text (Cpanel/DeliveryReporter.pm reads /var/cpanel/email_send_limits/
+# max_emails_<domain> and max_deferfail_<domain>): "150/150", or "7/5 (58%)" with the share.
+_MARKER = re.compile(
+    r"\s*(\d{1,15})\s*/\s*(\d{1,15})\s*(?:\(\s*\d{1,3}(?:\.\d+)?\s*%\s*\))?\s*", re.ASCII
+)
+
+
+def limit_marker(value: object, what: str) -> tuple[bool, Marker | None, bool]:
+    """A REACHED_* value: whether the limit is reached, the marker's numbers when it carries
+    them, and whether it was a text of no known form (reached all the same). The reference's 0
+    and 1 (as numbers or strings) and an empty text carry no numbers; a record is never refused
+    for this field."""
+    if value is None or value == "":
+        return False, None, False
+    if isinstance(value, str) and (found := _MARKER.fullmatch(value)):
+        return True, (int(found[1]), int(found[2])), False
+    try:
+        return bool(counter(value, what)), None, False
+    except WHMError:
+        return True, None, True
+
+
 @_contained
 def mail_flow(body: object) -> MailFlowAnswer:
     """emailtrack_user_stats: ``data.records[]``, one per cPanel user with mail in the window.
 
     A record without ``USER`` or with a bad number is refused alone (named in ``bad_records``);
-    ``metadata.overflowed`` says WHM cut the list short.
+    ``metadata.overflowed`` says WHM cut the list short. ``REACHED_MAXEMAILS`` and
+    ``REACHED_MAXDEFERFAIL`` are read by :func:`limit_marker`.
     """
     items = _records(body, "emailtrack_user_stats", "records")
     metadata = body.get("metadata") if isinstance(body, Mapping) else None
     overflowed = isinstance(metadata, Mapping) and metadata.get("overflowed") not in (None, 0, "0")
     records: dict[str, MailFlow] = {}
     bad: list[str] = []
+    odd: list[tuple[str, str]] = []
     for n, item in enumerate(items):
         try:
             user = _text(_field(item, "USER", f"record {n}"), f"record {n} USER")
@@ -325,6 +406,13 @@ def mail_flow(body: object) -> MailFlowAnswer:
             )
             if user in records:
                 raise WHMError("protocol", f"USER {user!r} appears twice")
+            markers = []
+            for key in ("REACHED_MAXEMAILS", "REACHED_MAXDEFERFAIL"):
+                reached, numbers, unknown = limit_marker(item.get(key), f"{user}.{key}")
+                if unknown:
+                    odd.append((user, _short(item.get(key))))
+                markers.append((reached, numbers))
+            (emails, emails_at), (defer_fail, defer_fail_at) = markers
             records[user] = MailFlow(
                 user,
                 sent,
@@ -333,12 +421,32 @@ def mail_flow(body: object) -> MailFlowAnswer:
                 failures,
                 defer_failures,
                 size,
-                _flag(item, "REACHED_MAXEMAILS"),
-                _flag(item, "REACHED_MAXDEFERFAIL"),
+                emails,
+                defer_fail,
+                emails_at,
+                defer_fail_at,
             )
         except WHMError as err:
             bad.append(err.detail)
-    return MailFlowAnswer(tuple(records.values()), tuple(bad), overflowed)
+    return MailFlowAnswer(tuple(records.values()), tuple(bad), overflowed, tuple(odd))
+
+
+@_contained
+def tweak_setting(body: object) -> TweakSetting:
+    """get_tweaksetting: ``data.tweaksetting {key, value}``; an unset key has no ``value``
+    member (not null). Values arrive as strings; a number is taken as its text."""
+    payload = data(body, "get_tweaksetting")
+    setting = _field(payload, "tweaksetting", "data")
+    key = _text(_field(setting, "key", "data.tweaksetting"), "data.tweaksetting.key")
+    assert isinstance(setting, dict)  # _field checked it
+    if "value" not in setting:
+        return TweakSetting(key, None)
+    value = setting["value"]
+    if type(value) is int:
+        value = str(value)
+    if not isinstance(value, str):
+        raise WHMError("protocol", f"{key}: value is not a string: {_short(value)}")
+    return TweakSetting(key, value)
 
 
 def uapi(body: object, function: str) -> Any:
