@@ -44,6 +44,9 @@ FILLING_USER = DATASET.owner(FILLING)
 BETWEEN = DATASET.between_address
 assert BETWEEN is not None
 BETWEEN_USER = DATASET.owner(BETWEEN)
+# The issue's test: on a server at 250 (hold), a sender at 300 is flagged, one at 200 is not.
+SERVER_THRESHOLD, FLAGGED, UNFLAGGED = 250, {BETWEEN: 300}, {JUMPER: 200}
+assert (DATASET.spam_threshold, DATASET.spam_action) == (SERVER_THRESHOLD, "hold")
 
 # The metrics the dashboards and rules use, as their queries name them. EXPECTED: the exporter
 # serves them to the test below, which requires every query on them to return data. PENDING:
@@ -118,6 +121,12 @@ HEAVY_ALERTS = {
     "WhmOutboundSpamSuspected": {"whm_sender_unique_recipients"},
     "WhmMailLimitReached": {"whm_user_mail_limit_reached"},
     "WhmMailDeferFailHigh": {"whm_user_mail_defer_failures"},
+    # Past its own cap (2000 of 1500 an hour): past is near too. No other user of the demo
+    # comes within 80 % of its cap.
+    "WhmMailHourlyLimitNear": {
+        "whm_user_mail_sent_messages",
+        "whm_user_hourly_email_limit_messages",
+    },
 }
 # The users each of them picks, when not the heavy sender's alone: the between sender is over
 # its server's own threshold only (the rules read whm_outbound_spam_threshold_recipients).
@@ -408,6 +417,24 @@ async def test_real_prometheus_scrapes_evaluates_and_answers_every_dashboard_que
     # What cPanel's own check will do there, as the alert's annotation reads it.
     action = await prometheus.query("whm:outbound_spam:action")
     assert [a["metric"]["action"] for a in action] == ["hold"]
+    # The Done-when, literally: the senders at 300 and 200 under the server's own 250 (not the
+    # rules' default 500); the one at 300 flagged, with what cPanel will do (hold), the one at
+    # 200 not.
+    for sender, count in {**FLAGGED, **UNFLAGGED}.items():
+        at = f'{{sender="{sender}", window="1h"}}'
+        found = await prometheus.query(f"whm_sender_unique_recipients{at}")
+        assert [float(s["value"][1]) for s in found] == [count], sender
+        found = await prometheus.query(f"whm:sender_unique_recipients:threshold{at}")
+        assert [float(s["value"][1]) for s in found] == [SERVER_THRESHOLD], sender
+    flagged = {
+        a["labels"]["sender"]: a["annotations"]["cpanel_action"]
+        for a in (await prometheus.api("alerts"))["alerts"]
+        if a["labels"]["alertname"] == "WhmOutboundSpamSuspected"
+    }
+    assert set(FLAGGED) <= set(flagged)
+    assert not set(UNFLAGGED) & set(flagged)
+    for sender in FLAGGED:
+        assert "cPanel holds this address's outgoing mail" in flagged[sender], flagged[sender]
     # The alerts over the backfilled week, pending (their for: is 15m and 1h): the jumper alone
     # (the heavy sender jumped as far, but pages as spam; the suspended user's and nobody's
     # senders are at their usual level, or under the floor), the filling mailbox alone (the

@@ -109,7 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--between-sender",
         action="store_true",
-        help="the first address of the fifth user reaches 400 unique recipients an hour: over a"
+        help="the first address of the fifth user reaches 300 unique recipients an hour: over a"
         " lowered --spam-threshold, under cPanel's default 500",
     )
     settings = p.add_argument_group("the server's Tweak Settings (get_tweaksetting)")
