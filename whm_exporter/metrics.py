@@ -8,6 +8,7 @@ running app (never prometheus_client's global one).
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from collections.abc import Callable, Collection
 from itertools import chain
@@ -235,9 +236,17 @@ class ExporterMetrics:
             series = self._targets.pop(target)
             series.removed = True
             for result in _PROBE_RESULTS:
-                self.probes.remove(target, result)
+                _remove(self.probes, target, result)
             for function in series.durations:
-                self.api_duration.remove(target, function)
+                _remove(self.api_duration, target, function)
             for function, outcome in series.requests:
-                self.api_requests.remove(target, function, outcome)
-            self.load_budget.remove(target)
+                _remove(self.api_requests, target, function, outcome)
+            # A reload clears the budget gauges before it sets the new targets'.
+            _remove(self.load_budget, target)
+
+
+def _remove(metric: Counter | Gauge | Histogram, *labels: str) -> None:
+    """Remove one labelled child, whether or not it exists: older prometheus-client releases
+    (0.20, the floor pyproject.toml allows) raise KeyError for a missing one."""
+    with contextlib.suppress(KeyError):
+        metric.remove(*labels)
