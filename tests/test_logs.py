@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -138,3 +139,38 @@ async def test_a_hostile_whm_reason_leaves_one_quoted_line(
         assert len(failed) == 1, lines
         assert _field(failed[0], fmt, "detail") == HOSTILE_REASON
         assert sum("forged" in line for line in lines) == 1
+
+
+def _strict(text: str) -> object:
+    def refuse(word: str) -> object:
+        raise ValueError(f"not JSON: {word}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_lines_are_strict_json_whatever_the_numbers() -> None:
+    # Go's encoding/json (and many log shippers) refuse the bare NaN and Infinity.
+    line = FORMATTERS["json"].format(_record(seconds=float("nan"), rate=float("-inf"), n=1.5))
+    assert _strict(line) == {**_strict(line), "seconds": "nan", "rate": "-inf", "n": 1.5}
+
+
+@pytest.mark.parametrize("fmt", FORMATTERS)
+def test_an_extra_field_never_hides_the_lines_own(fmt: str) -> None:
+    line = FORMATTERS[fmt].format(_record(level="debug", ts="forged", target="t"))
+    assert _field(line, fmt, "level") == "warn"
+    assert _field(line, fmt, "extra_level") == "debug"
+    assert _field(line, fmt, "extra_ts") == "forged"
+    assert _field(line, fmt, "target") == "t"
+
+
+@pytest.mark.parametrize("fmt", FORMATTERS)
+def test_a_traceback_does_not_replace_an_err_field(fmt: str) -> None:
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        record = _record(err="disk full")
+        record.exc_info = sys.exc_info()
+    line = FORMATTERS[fmt].format(record)
+    _one_clean_line(line)
+    assert _field(line, fmt, "err") == "disk full"
+    assert "RuntimeError: boom" in str(_field(line, fmt, "exception"))

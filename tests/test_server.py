@@ -15,7 +15,7 @@ import pytest
 from conftest import WHM, Running, loaded, module
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from whm_exporter.request import probe_timeout
+from whm_exporter.request import BadRequest, probe_timeout
 from whm_exporter.server import HISTORY, WebOptions
 from whm_exporter.webconfig import WebSecurity, load_web_config
 
@@ -154,3 +154,11 @@ async def test_the_landing_page_lists_the_recent_probes_newest_first(
     recent = page.split("<h2>Recent probes</h2>")[1]
     rows = re.findall(r"<tr><td>[\d:]+</td><td>(\w+)</td><td>(\w+)</td>", recent)
     assert rows == [("down", "DOWN"), ("t", "up")]
+
+
+@pytest.mark.parametrize("header", ["nan", "inf", "-inf", "Infinity"])
+def test_a_scrape_timeout_that_is_not_finite_is_a_bad_request(header: str) -> None:
+    # float() reads them all; each would have left the module's timeout in force unnoticed.
+    mc = loaded(module("https://whm1.example", timeout="1m")).config.modules["default"]
+    with pytest.raises(BadRequest, match="is not a number"):
+        probe_timeout(mc, header, 0.5)

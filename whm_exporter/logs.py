@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from datetime import UTC, datetime
 
@@ -31,10 +32,20 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
         "logger": record.name,
         "msg": record.getMessage(),
     }
-    fields.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+    for key, value in record.__dict__.items():
+        if key in _STANDARD:
+            continue
+        # An ``extra=`` field never hides one of the line's own (a second one keeps both).
+        fields["extra_" + key if key in fields else key] = _finite(value)
     if record.exc_info:
-        fields["err"] = logging.Formatter().formatException(record.exc_info)
+        fields["exception"] = logging.Formatter().formatException(record.exc_info)
     return fields
+
+
+def _finite(value: object) -> object:
+    """NaN and the infinities as text: strict JSON readers (Go's encoding/json among them)
+    refuse the bare words json.dumps would write."""
+    return str(value) if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _escape(char: str) -> str:
@@ -77,7 +88,9 @@ class LogfmtFormatter(logging.Formatter):
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         # ensure_ascii=False keeps names in any script readable; _printable does the rest.
-        return _printable(json.dumps(_fields(record), default=str, ensure_ascii=False))
+        return _printable(
+            json.dumps(_fields(record), default=str, ensure_ascii=False, allow_nan=False)
+        )
 
 
 def setup(level: str, fmt: str) -> None:

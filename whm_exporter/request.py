@@ -4,6 +4,8 @@ per-server table can refuse a request without importing the HTTP app."""
 
 from __future__ import annotations
 
+import math
+
 from whm_exporter.config import ModuleConfig
 
 
@@ -19,6 +21,9 @@ def probe_timeout(module: ModuleConfig, scrape_timeout_header: str | None, offse
         try:
             scrape = float(scrape_timeout_header)
         except ValueError:
+            scrape = math.nan
+        # "nan" and "inf" parse as floats, and would have left the module's timeout in force.
+        if not math.isfinite(scrape):
             raise BadRequest(
                 f"X-Prometheus-Scrape-Timeout-Seconds is not a number: {scrape_timeout_header!r}"
             ) from None
