@@ -27,6 +27,16 @@ HIDDEN = ("Time", "__name__", "job")
 OUTBOUND = "/d/whm-outbound/whm-outbound-sending"
 OVERVIEW = "/d/whm-mail-overview/whm-mail-overview"
 KEEP = "${__url_time_range}&${datasource:queryparam}&${job:queryparam}"
+# cPanel's outbound-spam detection (whm_outbound_spam_detection_enabled).
+ON_OFF_MAPPINGS = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"text": "off", "color": "orange", "index": 0},
+            "1": {"text": "on", "color": "green", "index": 1},
+        },
+    }
+]
 UP_MAPPINGS = [
     {
         "type": "value",
@@ -152,10 +162,11 @@ def _table(
     hide: tuple[str, ...] = (),
     sort_by: str | None = None,
     links: list[dict[str, Any]] | None = None,
+    mappings: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """A table of the current values: one query per (expr, column title, unit), each reduced to
     the labels ``by`` so that rows of different metrics merge into one; those labels are the
-    other columns."""
+    other columns. ``mappings``: value mappings of a column, by its title."""
     names = (
         {"Value": columns[0][1]}
         if len(columns) == 1
@@ -180,6 +191,12 @@ def _table(
         }
         for _, column, unit in columns
         if unit != "short"
+    ] + [
+        {
+            "matcher": {"id": "byName", "options": column},
+            "properties": [{"id": "mappings", "value": values}],
+        }
+        for column, values in (mappings or {}).items()
     ]
     options: dict[str, Any] = {"showHeader": True, "cellHeight": "sm"}
     if sort_by:
@@ -421,6 +438,21 @@ def outbound() -> dict[str, Any]:
         ),
     )
     picked = f'{WIN}, user=~"$user", sender=~"$sender"'
+    # What cPanel's check does on each server (one series per server, value 1), and its
+    # threshold as the rules take it without a user's override: the server's own setting, else
+    # the rules' default (a reseller's token cannot read the setting).
+    action = f"whm:outbound_spam:action{{{SEL}}}"
+    server_threshold = (
+        f"max by (job, instance) (whm_outbound_spam_threshold_recipients{{{SEL}}})"
+        f" or 0 * max by (job, instance) ({action})"
+        ' + on () group_left () max(whm:threshold:outbound_spam{user=""})'
+    )
+    # The users nearest their hourly cap: messages sent in the last hour against it.
+    near_cap = (
+        f'topk(20, whm_user_mail_sent_messages{{{SEL}, window="1h"}}'
+        f" / on (job, instance, user) group_left () whm_user_hourly_email_limit_messages{{{SEL}}})"
+    )
+    reached = f"whm_user_mail_limit_reached{{{SEL}}} == 1"
     over = f"whm:sender_unique_recipients:over_threshold{{{SEL}}}"
     usual = f"last_over_time(whm:sender_unique_recipients:usual{{{SEL}}}[2h])"
     flow = f'{WIN}, user=~"$user"'
@@ -438,11 +470,13 @@ def outbound() -> dict[str, Any]:
                 "timeseries",
                 "Top senders by unique recipients",
                 "The ten senders that reached the most unique remote recipients in the window, "
-                "and the server-wide threshold (whm:threshold:outbound_spam, cPanel's 500 by "
-                "default). Click a sender for its detail.",
+                "and each server's threshold: its own Tweak Setting "
+                "(whm_outbound_spam_threshold_recipients), else the rules' default "
+                "(whm:threshold:outbound_spam, cPanel's 500). A user's override in the rules "
+                "shows under Selected senders. Click a sender for its detail.",
                 [
                     (f"topk(10, whm_sender_unique_recipients{{{WIN}}})", "{{sender}}"),
-                    ('max(whm:threshold:outbound_spam{user=""})', "threshold"),
+                    (f"max by (instance) ({server_threshold})", "{{instance}} threshold"),
                 ],
                 (0, 0, 16, 9),
                 links=[sender_link()],
@@ -486,9 +520,34 @@ def outbound() -> dict[str, Any]:
                         "short",
                     ),
                 ],
-                (0, 9, 24, 7),
+                (0, 9, 16, 7),
                 sort_by="Unique recipients",
                 links=[sender_link(table=True)],
+            ),
+            _table(
+                "cPanel's spam check per server",
+                "Each server's own outbound-spam detection (Tweak Settings, read with "
+                "get_tweaksetting): on or off, its threshold of unique recipients per sender "
+                "and hour, and what cPanel does to a sender over it at its check (:05, :20, :35, "
+                ":50): noaction, hold or block (whm:outbound_spam:action; off when detection is "
+                "off, unknown when the token cannot read the settings, a reseller's: the "
+                "threshold is then the rules' default).",
+                "instance, action",
+                [
+                    (
+                        f"whm_outbound_spam_detection_enabled{{{SEL}}}"
+                        f" * on (job, instance) group_left (action) {action}",
+                        "Detection",
+                        "short",
+                    ),
+                    (
+                        f"({server_threshold}) * on (job, instance) group_left (action) {action}",
+                        "Threshold",
+                        "short",
+                    ),
+                ],
+                (16, 9, 8, 7),
+                mappings={"Detection": ON_OFF_MAPPINGS},
             ),
             _panel(
                 "timeseries",
@@ -595,11 +654,28 @@ def outbound() -> dict[str, Any]:
             _table(
                 "cPanel limits reached",
                 "Users for whom cPanel's own per-hour limit tripped (max_emails_per_hour, "
-                "max_defer_fail): cPanel defers or refuses their mail. Click one for its senders.",
+                "max_defer_fail): cPanel defers or refuses their mail. With the numbers of "
+                "cPanel's marker where it sent one: the messages sent against the hourly cap, or "
+                "the deferrals and failures against the minimum that lets their share trigger "
+                "(cPanel clears the marker at each full hour). Click one for its senders.",
                 "instance, user, limit",
-                [(f"whm_user_mail_limit_reached{{{SEL}}} == 1", "Reached", "short")],
+                [
+                    (reached, "Reached", "short"),
+                    (
+                        f"whm_user_mail_limit_marker_messages{{{SEL}}}"
+                        f" and on (job, instance, user, limit) {reached}",
+                        "Count",
+                        "short",
+                    ),
+                    (
+                        f"whm_user_mail_limit_marker_threshold_messages{{{SEL}}}"
+                        f" and on (job, instance, user, limit) {reached}",
+                        "Limit",
+                        "short",
+                    ),
+                ],
                 (0, 50, 12, 7),
-                hide=("Value",),
+                hide=("Value #A",),
                 links=[user_link(table=True)],
             ),
             _table(
@@ -618,6 +694,33 @@ def outbound() -> dict[str, Any]:
                 ],
                 (12, 50, 12, 7),
                 hide=("Value",),
+                links=[user_link(table=True)],
+            ),
+            _table(
+                "Users closest to their hourly cap",
+                "The twenty users whose messages sent in the last hour come closest to the "
+                "hourly cap cPanel enforces on each of their domains (its own max_email_per_hour "
+                "from listaccts, else the server's maxemailsperhour; unlimited users are not "
+                "shown). WhmMailHourlyLimitNear fires at whm:threshold:hourly_email_limit_ratio "
+                "of it; past it cPanel defers the rest. Click one for its senders.",
+                "instance, user",
+                [
+                    (near_cap, "Share of cap", "percentunit"),
+                    (
+                        f'whm_user_mail_sent_messages{{{SEL}, window="1h"}}'
+                        f" and on (job, instance, user) {near_cap}",
+                        "Sent in the last hour",
+                        "short",
+                    ),
+                    (
+                        f"whm_user_hourly_email_limit_messages{{{SEL}}}"
+                        f" and on (job, instance, user) {near_cap}",
+                        "Hourly cap",
+                        "short",
+                    ),
+                ],
+                (0, 57, 24, 8),
+                sort_by="Share of cap",
                 links=[user_link(table=True)],
             ),
         ],

@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -148,20 +149,59 @@ def probe(url: str) -> Samples:
 
 
 def simulator_flags(dataset: Dataset) -> list[str]:
-    """The simulator's flags for ``dataset``'s sizes and scenarios."""
-    scenarios = {
+    """The simulator's flags for ``dataset``'s sizes, scenarios and Tweak Settings (a test
+    checks that the simulator builds ``dataset`` back from them)."""
+    switches = {
         "--nobody-sends": dataset.nobody_sends,
         "--suspended-sends": dataset.suspended_sends,
         "--filling-mailbox": dataset.filling_mailbox,
+        "--between-sender": dataset.between_sender,
+        "--spam-detection-off": not dataset.spam_detection,
+    }
+    values = {
+        "--seed": dataset.seed,
+        "--accounts": dataset.accounts,
+        "--users": dataset.users,
+        "--folders": dataset.folders,
+        "--jump-after": dataset.jump_after,
+        "--spam-threshold": dataset.spam_threshold,
+        "--spam-action": dataset.spam_action,
+        "--max-emails-per-hour": dataset.max_emails_per_hour,
+        "--max-defer-fail-percentage": dataset.max_defer_fail_percentage,
     }
     return [
-        f"--seed={dataset.seed}",
-        f"--accounts={dataset.accounts}",
-        f"--users={dataset.users}",
-        f"--folders={dataset.folders}",
-        *(flag for flag, on in scenarios.items() if on),
-        *([] if dataset.jump_after is None else [f"--jump-after={dataset.jump_after:g}"]),
+        *(flag for flag, on in switches.items() if on),
+        *(f"{flag}={value}" for flag, value in values.items() if value is not None),
     ]
+
+
+def new_spammer(dataset: Dataset) -> str:
+    """The address that starts spamming a third into the history: the first of the last user
+    not suspended whose first address no scenario already drives (the simulator's own quiet
+    address would be the demo's between sender, whose 300 must show beside it)."""
+    driven = {
+        dataset.heavy_sender_address,
+        dataset.jumper_address,
+        dataset.filling_address,
+        dataset.between_address,
+        dataset.suspended_sender_address,
+    }
+    return next(
+        address
+        for user in reversed(dataset.user_names)
+        if not dataset.suspended(user)
+        for address in dataset.pops[user][:1]
+        if address not in driven
+    )
+
+
+def start_spammer(simulator: str, address: str) -> None:
+    """POST /_sim/spammer: ``address`` reaches 2000 unique recipients an hour from now."""
+    query = urllib.parse.urlencode({"address": address, "rate": 2000})
+    with urllib.request.urlopen(
+        urllib.request.Request(f"{simulator}/_sim/spammer?{query}", method="POST"), timeout=10
+    ):
+        pass
 
 
 def scrape_config(exporter: str, interval: float, rules: Path) -> dict[str, Any]:
@@ -215,6 +255,7 @@ def stack(
     )
     (work / "prometheus.yml").write_text(json.dumps(scrape))
     procs: list[subprocess.Popen[bytes]] = []
+    spammer: threading.Timer | None = None
 
     def start(*command: str) -> None:
         procs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, cwd=ROOT))
@@ -228,10 +269,10 @@ def stack(
             f"--token={token}",
             *simulator_flags(dataset),
             "--latency=0.02",
-            f"--new-spammer-after={history_seconds / 3:.0f}",
             # One mailbox whose calls fail, as on a real server now and then.
             f"--fault={BROKEN}=api_error",
         )
+        simulator_started = time.monotonic()
         start(
             sys.executable,
             "-m",
@@ -247,6 +288,14 @@ def stack(
             return found if complete(found, dataset) else None
 
         found = until("the heavy sender, the jumper and the filling mailbox in a probe", served)
+        # A third into the history, counted from the simulator's start as the jump is (it
+        # answers by now).
+        spammer = threading.Timer(
+            max(0.0, history_seconds / 3 - (time.monotonic() - simulator_started)),
+            start_spammer,
+            (f"http://127.0.0.1:{sim}", new_spammer(dataset)),
+        )
+        spammer.start()
         backfill(promtool, work / "data", history(found, dataset, time.time()))
         start(
             prometheus,
@@ -258,6 +307,8 @@ def stack(
         until("Prometheus", lambda: answers(f"http://127.0.0.1:{prom}/-/ready"))
         yield f"http://127.0.0.1:{prom}"
     finally:
+        if spammer is not None:
+            spammer.cancel()
         for p in procs:
             p.terminate()
         for p in procs:
@@ -358,9 +409,16 @@ def _key(value: float) -> str:
     return str(int(value)) if value == int(value) else str(value)
 
 
-def shown(panel: dict[str, Any], value: float, unit: str | None = None) -> str:
+def shown(
+    panel: dict[str, Any],
+    value: float,
+    unit: str | None = None,
+    mappings: list[dict[str, Any]] | None = None,
+) -> str:
+    """A value as the panel writes it: ``mappings`` (a column's) or the panel's own, else in
+    ``unit`` or the panel's."""
     defaults = panel["fieldConfig"]["defaults"]
-    for mapping in defaults.get("mappings", []):
+    for mapping in defaults.get("mappings", []) if mappings is None else mappings:
         hit = mapping.get("options", {}).get(_key(value))
         if hit and hit.get("text"):
             return str(hit["text"])
@@ -586,12 +644,16 @@ def table_rows(panel: dict[str, Any], frame: Frame) -> tuple[list[str], list[lis
     )
     hidden = {k for k, v in organize.get("excludeByName", {}).items() if v}
     rename = organize.get("renameByName", {})
-    units = {
-        o["matcher"]["options"]: p["value"]
-        for o in panel["fieldConfig"].get("overrides", [])
-        for p in o["properties"]
-        if p["id"] == "unit"
-    }
+    # Each column's own unit and value mappings, by its title.
+    units, mappings = (
+        {
+            o["matcher"]["options"]: p["value"]
+            for o in panel["fieldConfig"].get("overrides", [])
+            for p in o["properties"]
+            if p["id"] == kind
+        }
+        for kind in ("unit", "mappings")
+    )
     labels = sorted({k for key in merged for k, _ in key} - hidden)
     values = sorted({c for row in merged.values() for c in row} - hidden)
     records = [(dict(key), row) for key, row in merged.items()]
@@ -602,7 +664,12 @@ def table_rows(panel: dict[str, Any], frame: Frame) -> tuple[list[str], list[lis
     header = labels + [rename.get(c, c) for c in values]
     rows = [
         [key.get(k, "") for k in labels]
-        + [shown(panel, row[c], units.get(rename.get(c, c))) if c in row else "" for c in values]
+        + [
+            shown(panel, row[c], units.get(rename.get(c, c)), mappings.get(rename.get(c, c)))
+            if c in row
+            else ""
+            for c in values
+        ]
         for key, row in records
     ]
     return header, rows

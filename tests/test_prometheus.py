@@ -89,6 +89,8 @@ EXPECTED = {
     "whm_outbound_spam_threshold_recipients",
     "whm_outbound_spam_action",
     "whm_user_hourly_email_limit_messages",
+    "whm_user_mail_limit_marker_messages",
+    "whm_user_mail_limit_marker_threshold_messages",
     "whm_exporter_build_info",
     "whm_exporter_probes_total",
     "whm_exporter_api_requests_total",
@@ -523,11 +525,43 @@ def test_preview_formats_values_as_grafana_units_do() -> None:
     assert fmt(6, "short") == "6"
 
 
+def test_preview_maps_a_table_column_by_its_own_override() -> None:
+    # The detection column says on or off; the threshold beside it stays a number, even at 1.
+    panel = next(
+        p
+        for p in json.loads((ROOT / "grafana" / "whm-outbound.json").read_text())["panels"]
+        if p["title"] == "cPanel's spam check per server"
+    )
+    row = {"instance": "demo", "action": "hold"}
+    values = {"A": 1.0, "B": 1.0}
+
+    class Answers:
+        def answer(self, target: dict[str, Any], *, instant: bool) -> list[Any]:
+            return [{"metric": row, "value": [0, str(values[target["refId"]])]}]
+
+    header, rows = _preview()["table_rows"](panel, Answers())
+    assert dict(zip(header, rows[0], strict=True)) == {
+        "action": "hold",
+        "instance": "demo",
+        "Detection": "on",
+        "Threshold": "1",
+    }
+
+
 def test_preview_escapes_all_values_as_grafana_does() -> None:
     # Grafana's "All" is the variable's values as one regex, each escaped for a PromQL string.
     escape = _preview()["regex_escape"]
     assert escape("info@acme001.example") == "info@acme001\\\\.example"
     assert escape("whm-exporter") == "whm-exporter"
+
+
+def test_preview_runs_the_simulator_with_the_demos_scenarios_and_settings() -> None:
+    # The flags are written from the dataset: the simulator builds the same one from them, so
+    # a scenario or Tweak Setting the demo gains shows in the pictures too.
+    from whm_exporter.simulator.__main__ import build, parse_args
+
+    flags = _preview()["simulator_flags"](DEMO)
+    assert build(parse_args(flags)).dataset == DEMO
 
 
 def test_preview_draws_every_dashboard_with_data_in_every_panel(
@@ -542,10 +576,10 @@ def test_preview_draws_every_dashboard_with_data_in_every_panel(
     args += ["--prometheus", require_tool("prometheus"), "--promtool", require_tool("promtool")]
     assert main(args) == 0
     # The counts are never empty (or vector(0)): they must count what the scenarios make, the
-    # heavy sender and the new spammer over the spam threshold, the jumper alone far above its
-    # usual level.
+    # heavy sender, the between sender (over its server's 250) and the new spammer over the spam
+    # threshold, the jumper alone far above its usual level.
     printed = capsys.readouterr().out
-    assert "  Senders over their threshold: 2\n" in printed
+    assert "  Senders over their threshold: 3\n" in printed
     assert "  Senders far above their usual level: 1\n" in printed
     for path in DASHBOARDS:
         panels = json.loads(path.read_text())["panels"]
