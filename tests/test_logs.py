@@ -141,11 +141,13 @@ async def test_a_hostile_whm_reason_leaves_one_quoted_line(
         assert sum("forged" in line for line in lines) == 1
 
 
-def _strict(text: str) -> object:
+def _strict(text: str) -> dict[str, object]:
     def refuse(word: str) -> object:
         raise ValueError(f"not JSON: {word}")
 
-    return json.loads(text, parse_constant=refuse)
+    found = json.loads(text, parse_constant=refuse)
+    assert isinstance(found, dict)
+    return found
 
 
 def test_json_lines_are_strict_json_whatever_the_numbers() -> None:
