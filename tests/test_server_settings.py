@@ -13,7 +13,7 @@ from conftest import WHM, fixture, module, series, value
 from statekit import answer, discovered, fail, order, state_for
 
 from whm_exporter.collect import schedule
-from whm_exporter.collect.state import SETTING_KEYS, Kind, TargetState
+from whm_exporter.collect.state import SETTING_KEYS, Item, Kind, TargetState
 from whm_exporter.families import mail_flow, server_settings
 from whm_exporter.families.server_settings import (
     ACTION,
@@ -259,7 +259,8 @@ def test_settings_go_right_after_the_inventory_and_a_refused_one_waits_its_refre
         *(("SETTING", "", key) for key in SETTING_KEYS),
     ]
     assert state.listaccts is not None
-    for item in (state.listaccts, *state.settings.values()):
+    refused: list[Item[Any]] = [state.listaccts, *state.settings.values()]
+    for item in refused:
         state.finish(item, False)
     discovered(state, 1.0)
     threshold = state.settings[THRESHOLD]
