@@ -259,6 +259,20 @@ def test_the_state_identity_digest_is_todays() -> None:
     )
 
 
+def _without_const_types(schema: Any) -> Any:
+    """The schema less the ``type`` pydantic writes beside a ``const`` since 2.7 or so (2.6,
+    the floor pyproject.toml allows, leaves it out): the same constraint either way."""
+    if isinstance(schema, dict):
+        return {
+            k: _without_const_types(v)
+            for k, v in schema.items()
+            if not (k == "type" and "const" in schema)
+        }
+    if isinstance(schema, list):
+        return [_without_const_types(v) for v in schema]
+    return schema
+
+
 def test_the_kept_state_schema_is_todays() -> None:
-    text = json.dumps(persist.Document.model_json_schema(), indent=2) + "\n"
-    _golden(SCHEMA, text.encode())
+    schema = _without_const_types(persist.Document.model_json_schema())
+    _golden(SCHEMA, (json.dumps(schema, indent=2) + "\n").encode())
