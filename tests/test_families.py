@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from whm_exporter import families
-from whm_exporter.collect.state import Kind
+from whm_exporter.collect.state import LOGIN_KINDS, Kind
 from whm_exporter.families import mailboxes, senders
 from whm_exporter.families.base import Fields
 from whm_exporter.snapshot import MailboxSample
@@ -15,14 +15,16 @@ from whm_exporter.whm.parse import MailFlow
 
 def test_the_registry_keeps_todays_orders() -> None:
     assert list(families.BY_KIND) == list(Kind)
-    # The server settings (issue 25) right after the inventory, their rank's first family.
-    assert families.FIRST_TIME == (
+    # The server settings (issue 25) right after the inventory, their rank's first family, and
+    # cPHulk's calls (issue 26) after them.
+    assert (
         Kind.LISTACCTS,
         Kind.POPS,
         Kind.SETTING,
+        *LOGIN_KINDS,
         Kind.MAILBOX,
         Kind.SENDERS,
-    )
+    ) == families.FIRST_TIME
     assert [f.kinds[0] for f in families.EXPOSED] == [
         Kind.MAILBOX,
         Kind.SENDERS,
@@ -30,6 +32,7 @@ def test_the_registry_keeps_todays_orders() -> None:
         Kind.MAIL_FLOW,
         Kind.LISTACCTS,
         Kind.SETTING,
+        Kind.CPHULK,
     ]
 
 

@@ -16,7 +16,8 @@ call in flight), and an outsider (``nobody``) the server-wide answers name. Pinn
 - the kept-state Document's JSON schema: ``fixtures/kept-state-v2.schema.json``.
 
 Format 2 (issue 25) adds each account's caps, the limit markers' numbers and the server settings
-to the state (and a section to the identity). The format-1 files, written by whm-exporter at
+to the state (and a section to the identity); before its release, issue 26 adds cPHulk's answers
+(and the logins section). The format-1 files, written by whm-exporter at
 commit d62a864 (``kept-state-v1.*``), stay as the witness of the release before: such a file is
 a logged cold start, neither restored nor set aside as damaged.
 
@@ -44,12 +45,13 @@ from statekit import answer, fail, state_for
 
 from whm_exporter import storage
 from whm_exporter.collect import persist
-from whm_exporter.collect.state import Addresses, Kept, TargetState
+from whm_exporter.collect.state import Addresses, Kept, Kind, TargetState
 from whm_exporter.exposition import render_text
+from whm_exporter.families.logins import top_users
 from whm_exporter.metrics import families
 from whm_exporter.probe import snapshot
 from whm_exporter.snapshot import CallRecord, MailboxSample, SenderSample
-from whm_exporter.whm.parse import Account, Mailbox, MailFlow, TweakSetting
+from whm_exporter.whm.parse import Account, LoginFailure, Mailbox, MailFlow, TweakSetting
 
 UPDATE = os.environ.get("WHM_GOLDEN_UPDATE") == "1"
 KEPT = FIXTURES / "kept-state-v2.json"
@@ -69,6 +71,7 @@ MODULE: dict[str, Any] = {
     "unique_recipients": {"windows": ["1h", "1d"]},
     "mail_flow": {"enabled": True, "windows": ["1h", "1d"], "defer_fail_threshold": 10},
     "server_settings": {"enabled": True},
+    "logins": {"enabled": True, "max_users": 2},
 }
 # Monotonic times in the state; the document holds wall-clock ones (wall = monotonic + OFFSET).
 OFFSET = 1_700_000_000.0
@@ -110,6 +113,16 @@ def _state() -> TargetState:
     ):
         answer(state, state.settings[key], TweakSetting(key, text), 4.0)
     fail(state, state.settings["email_send_limits_min_defer_fail_to_trigger_protection"], 4.0)
+    # cPHulk on, its failed logins (one user left out by max_users), two lists of blocks, and
+    # the excessive brutes refused.
+    answer(state, state.logins[Kind.CPHULK], True, 4.5)
+    rows = [("info@a.example", "imap")] * 3 + [("info@a.example", "smtp"), ("bob", "cpaneld")]
+    rows += [("admin", "pop3")]
+    failed = top_users(tuple(LoginFailure(u, s) for u, s in rows), 2)
+    answer(state, state.logins[Kind.LOGIN_FAILURES], failed, 4.5)
+    answer(state, state.logins[Kind.USER_BLOCKS], 1, 4.5)
+    answer(state, state.logins[Kind.IP_BLOCKS], 2, 4.5)
+    fail(state, state.logins[Kind.EXCESSIVE_BLOCKS], 4.5)
     # The main mailboxes are known from listaccts: one answered early, past max_age at NOW.
     answer(
         state,
@@ -238,6 +251,8 @@ def test_a_kept_state_of_todays_release_restores_to_what_it_served() -> None:
     assert all([after.limits, after.user_flags, after.disk, after.dropped])
     assert after.server_settings.values
     assert after.server_settings.users
+    assert after.logins.failures.users.records
+    assert after.logins.blocks
 
 
 def test_the_probe_answer_is_byte_for_byte_todays() -> None:
@@ -250,12 +265,13 @@ def test_the_probe_answer_is_byte_for_byte_todays() -> None:
 
 def test_the_state_identity_digest_is_todays() -> None:
     # Another digest for the same configuration restarts every user's targets cold. (Changed
-    # with format 2, issue 25: the server_settings section is part of the identity.)
-    assert _identity(_state()) == "73672099fa768fe2ab54e15c1e4a5f3eeff75798e141f689b8fd158365b4cc76"
+    # with format 2, issue 25: the server_settings section is part of the identity; and with
+    # issue 26's logins section, format 2 being unreleased.)
+    assert _identity(_state()) == "ba39fff87b2ba66b9105c779d61ac993ea5722ee25c7fbeba02772680104ef58"
     plain = loaded({"modules": {"default": {"token": "x"}}}).config.modules["default"]
     assert (
         persist.identity(SERVER, plain, {})
-        == "13e0dda10e508e704140a71cb9c1babf836e8e553b7c395210ecdf205e2d2244"
+        == "82503995e38ccc4b35318bd8e3ae660a73d0f7fd2730ac1b9db104a6e54c5332"
     )
 
 

@@ -16,8 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from prometheus_client.registry import Collector
 
 from whm_exporter import exposition
+from whm_exporter.collect.state import Kept
 from whm_exporter.exposition import render_text, write
-from whm_exporter.families import server_settings
+from whm_exporter.families import logins, server_settings
 from whm_exporter.metrics import Family, families
 from whm_exporter.snapshot import (
     DiskSample,
@@ -65,6 +66,15 @@ def snapshot() -> Snapshot:
                 {server_settings.THRESHOLD: 250, server_settings.ACTION: "hold"},
                 (server_settings.UserCaps("bob", 150, 0.4),),
                 5,
+            ),
+            # Attempted logins name whatever an attacker typed.
+            "logins": logins.Logins(
+                True,
+                logins.Failures(
+                    {"imap": len(HOSTILE)},
+                    Kept(tuple(logins.UserFailures(name, "imap", 1) for name in HOSTILE), 2),
+                ),
+                {"user": 1, "ip": 0},
             ),
         },
     )

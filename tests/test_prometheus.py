@@ -91,6 +91,11 @@ EXPECTED = {
     "whm_user_hourly_email_limit_messages",
     "whm_user_mail_limit_marker_messages",
     "whm_user_mail_limit_marker_threshold_messages",
+    # cPHulk's failed logins and blocks (issue 26).
+    "whm_cphulk_enabled",
+    "whm_login_failures",
+    "whm_user_login_failures",
+    "whm_login_blocks",
     "whm_exporter_build_info",
     "whm_exporter_probes_total",
     "whm_exporter_api_requests_total",
@@ -101,8 +106,8 @@ EXPECTED = {
     "whm_exporter_load_budget",
 }
 PENDING = {
-    # Exim's queue, cPHulk's failed logins and blocks, the domains' mail DNS (issue 26): the
-    # rules read some already; all are listed so none has data here before it moves to EXPECTED.
+    # Exim's queue and the domains' mail DNS (issue 26): the rules read some already; all are
+    # listed so none has data here before it moves to EXPECTED.
     "whm_mail_queue_messages",
     "whm_mail_queue_frozen_messages",
     "whm_mail_queue_bounce_messages",
@@ -111,10 +116,6 @@ PENDING = {
     "whm_mail_queue_aged_messages",
     "whm_mail_queue_sender_messages",
     "whm_mail_queue_recipient_domain_messages",
-    "whm_cphulk_enabled",
-    "whm_login_failures",
-    "whm_user_login_failures",
-    "whm_login_blocks",
     "whm_domain_mail_auth_valid",
 }
 # Alerts the simulator's heavy sender (and its cPanel user) must trigger, once their metrics
@@ -129,10 +130,16 @@ HEAVY_ALERTS = {
         "whm_user_mail_sent_messages",
         "whm_user_hourly_email_limit_messages",
     },
+    # Not the heavy sender's: the demo's brute-forced address (ALERT_USERS).
+    "WhmUserLoginFailures": {"whm_user_login_failures"},
 }
 # The users each of them picks, when not the heavy sender's alone: the between sender is over
 # its server's own threshold only (the rules read whm_outbound_spam_threshold_recipients).
-ALERT_USERS = {"WhmOutboundSpamSuspected": {HEAVY_USER, BETWEEN_USER}}
+ALERT_USERS = {
+    "WhmOutboundSpamSuspected": {HEAVY_USER, BETWEEN_USER},
+    # The demo's brute-forced address: cPHulk holds 36 failed logins of it.
+    "WhmUserLoginFailures": {DATASET.brute_forced_address},
+}
 NAME = re.compile(r"\b(whm[_:][a-z0-9_:]+|up)\b")
 
 

@@ -8,7 +8,7 @@ from statekit import POPS, SENDING, USERS, answer, discovered, fail, order, stat
 
 from whm_exporter.collect import schedule
 from whm_exporter.collect.calls import plan, time_range
-from whm_exporter.collect.state import Addresses, Kept, Kind, Stage
+from whm_exporter.collect.state import LOGIN_KINDS, Addresses, Kept, Kind, Stage
 from whm_exporter.whm import parse
 
 
@@ -506,6 +506,7 @@ def test_every_function_is_refreshed_by_its_own_section() -> None:
         unique_recipients={"refresh": "3s"},
         mail_flow={"enabled": True, "refresh": "25s"},
         server_settings={"refresh": "7m"},
+        logins={"refresh": "90s"},
     )
     assert schedule.refresh_of(state.module) == {
         Kind.LISTACCTS: 660.0,
@@ -515,6 +516,7 @@ def test_every_function_is_refreshed_by_its_own_section() -> None:
         Kind.TOTALS: 3.0,
         Kind.MAIL_FLOW: 25.0,
         Kind.SETTING: 420.0,
+        **dict.fromkeys(LOGIN_KINDS, 90.0),
     }
 
 

@@ -162,6 +162,19 @@ class ServerSettingsConfig(StrictModel):
     max_age: Duration = 3600.0
 
 
+class LoginsConfig(StrictModel):
+    """cPHulk: whether it is on, the failed logins it holds and what it blocks, one call per
+    function. A function the token may not call (a reseller's) is asked again at this pace."""
+
+    enabled: bool = True
+    refresh: Duration = 120.0
+    # cPHulk's figures are of now (its rows expire within minutes to a day): older than this,
+    # an answer is no longer served.
+    max_age: Duration = 900.0
+    # The users or addresses with the most failures, all services together (0: no limit).
+    max_users: int = Field(default=20, ge=0)
+
+
 # Keys of earlier versions and what replaced them: named in the error instead of "unknown key".
 RENAMED = {
     "cache": "`cache` was replaced by `refresh` (an answer this young is not asked again) and"
@@ -189,6 +202,7 @@ class ModuleConfig(StrictModel):
     unique_recipients: UniqueRecipientsConfig = UniqueRecipientsConfig()
     mail_flow: MailFlowConfig = MailFlowConfig()
     server_settings: ServerSettingsConfig = ServerSettingsConfig()
+    logins: LoginsConfig = LoginsConfig()
 
     _secret: SecretStr = PrivateAttr(default=SecretStr(""))
 
@@ -222,7 +236,14 @@ class ModuleConfig(StrictModel):
 
 
 # The module sections that decide which items are asked and how their answers are kept.
-STATE_SECTIONS = ("discovery", "mailboxes", "unique_recipients", "mail_flow", "server_settings")
+STATE_SECTIONS = (
+    "discovery",
+    "mailboxes",
+    "unique_recipients",
+    "mail_flow",
+    "server_settings",
+    "logins",
+)
 
 
 def shapes_state(a: ModuleConfig, b: ModuleConfig) -> bool:

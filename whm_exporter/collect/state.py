@@ -41,6 +41,13 @@ class Kind(enum.StrEnum):
     MAILBOX = "mailbox"
     # One of cPanel's Tweak Settings (module Main), one key a call.
     SETTING = "get_tweaksetting"
+    # cPHulk, one call each: whether it is on, the failed logins it holds, and what it blocks
+    # (users, addresses, addresses for a day).
+    CPHULK = "cphulk_status"
+    LOGIN_FAILURES = "get_cphulk_failed_logins"
+    USER_BLOCKS = "get_cphulk_user_brutes"
+    IP_BLOCKS = "get_cphulk_brutes"
+    EXCESSIVE_BLOCKS = "get_cphulk_excessive_brutes"
 
 
 # One call answers for the whole server: the spam signal's first line.
@@ -54,6 +61,16 @@ SETTING_KEYS = (
     "maxemailsperhour",
     "email_send_limits_max_defer_fail_percentage",
     "email_send_limits_min_defer_fail_to_trigger_protection",
+)
+
+
+# cPHulk's calls, whether it is on first: one item each, so a function refused costs only itself.
+LOGIN_KINDS = (
+    Kind.CPHULK,
+    Kind.LOGIN_FAILURES,
+    Kind.USER_BLOCKS,
+    Kind.IP_BLOCKS,
+    Kind.EXCESSIVE_BLOCKS,
 )
 
 
@@ -185,6 +202,8 @@ class TargetState:
         self.mailboxes: dict[tuple[str, str], Item[Any]] = {}
         # cPanel's server settings, one item per key (families/server_settings.py names them).
         self.settings: dict[str, Item[TweakSetting]] = {}
+        # cPHulk's items, by kind (families/logins.py).
+        self.logins: dict[Kind, Item[Any]] = {}
         # The users scraped and their accounts (explicit, discovered, main mailbox).
         self.accounts: dict[str, tuple[str, ...]] = {}
         self.mailbox_function: str | None = None
@@ -214,6 +233,7 @@ class TargetState:
             + len(self.senders)
             + len(self.server_wide)
             + len(self.settings)
+            + len(self.logins)
             + listaccts
         )
 
@@ -224,6 +244,8 @@ class TargetState:
             self.listaccts = self._new(Kind.LISTACCTS)
         if self.module.server_settings.enabled:
             self.settings = {key: self._new(Kind.SETTING, subject=key) for key in SETTING_KEYS}
+        if self.module.logins.enabled:
+            self.logins = {kind: self._new(kind) for kind in LOGIN_KINDS}
         for user in self.explicit:
             self._sync_user(user)
 

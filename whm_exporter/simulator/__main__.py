@@ -112,6 +112,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the first address of the fifth user reaches 300 unique recipients an hour: over a"
         " lowered --spam-threshold, under cPanel's default 500",
     )
+    p.add_argument(
+        "--no-brute-force",
+        action="store_true",
+        help="no brute force: by default the first address of the second user is guessed at"
+        " over IMAP and SMTP (36 failed logins in cPHulk), and cPHulk blocks it and the"
+        " addresses guessing",
+    )
+    p.add_argument(
+        "--cphulk-off",
+        action="store_true",
+        help="cPHulk is off: cphulk_status says 0, its lists answer 'cPHulk is disabled'",
+    )
     settings = p.add_argument_group("the server's Tweak Settings (get_tweaksetting)")
     settings.add_argument(
         "--spam-threshold",
@@ -187,6 +199,8 @@ def build(args: argparse.Namespace) -> Simulator:
             jump_after=args.jump_after,
             filling_mailbox=args.filling_mailbox,
             between_sender=args.between_sender,
+            brute_force=not args.no_brute_force,
+            cphulk=not args.cphulk_off,
             spam_detection=not args.spam_detection_off,
             spam_threshold=args.spam_threshold,
             spam_action=args.spam_action,

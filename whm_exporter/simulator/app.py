@@ -43,6 +43,22 @@ ROLES = {
 UAPI_ROLE = "MailReceive"
 # get_tweaksetting's answer for a key or module it does not know.
 INVALID_KEY = "Invalid tweaksetting key"
+# The get_cphulk_* answer with cPHulk off (cPanel's Cpanel/Hulk/Admin.pm): result 0, no prefix.
+CPHULK_OFF = "cPHulk is disabled on the server."
+# How long cPHulk holds each list's rows (its defaults, in seconds): failed logins, user
+# blocks, address blocks, addresses blocked for a day.
+CPHULK_HOLDS = {
+    "get_cphulk_failed_logins": 6 * 3600,
+    "get_cphulk_user_brutes": 300,
+    "get_cphulk_brutes": 900,
+    "get_cphulk_excessive_brutes": 86400,
+}
+# Each row carries the country of its address (real servers' rows, not the reference's).
+COUNTRIES = {
+    "203.0.113.": ("NL", "Netherlands"),
+    "198.51.100.": ("US", "United States"),
+    "192.0.2.": ("DE", "Germany"),
+}
 
 
 @dataclass
@@ -127,6 +143,15 @@ def _uapi_result(data: object, errors: list[str] | None) -> dict[str, Any]:
     }
 
 
+# The service behind each login service cPHulk names (its rows' authservice).
+_AUTH = {"imap": "dovecot", "pop3": "dovecot", "smtp": "dovecot", "cpaneld": "system"}
+
+
+def _local(at: float) -> str:
+    """A time as cPHulk's rows give it: the server's local time, YYYY-MM-DD HH:MM:SS."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+
+
 class Failure(Exception):
     """A WHM validation failure: HTTP 200, ``result: 0``, this reason."""
 
@@ -165,6 +190,11 @@ class Simulator:
             "emailtrack_user_stats": self._mail_flow,
             "uapi_cpanel": self._uapi,
             "get_tweaksetting": self._tweak_setting,
+            "cphulk_status": self._cphulk_status,
+            "get_cphulk_failed_logins": self._cphulk_failed_logins,
+            "get_cphulk_user_brutes": self._cphulk_user_brutes,
+            "get_cphulk_brutes": self._cphulk_brutes,
+            "get_cphulk_excessive_brutes": self._cphulk_excessive_brutes,
         }
 
     def app(self) -> web.Application:
@@ -357,6 +387,56 @@ class Simulator:
             raise Refusal(INVALID_KEY)
         value = settings[key]
         return {"tweaksetting": {"key": key} if value is None else {"key": key, "value": value}}
+
+    def _cphulk_status(self, params: dict[str, str]) -> object:
+        return {"is_enabled": int(self.dataset.cphulk), "service": "cPHulk"}
+
+    def _cphulk_rows(self, function: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """cPHulk rows as real servers send them: server-local times (the last row the most
+        recent, a row a minute before it, and so on), with its address's country."""
+        if not self.dataset.cphulk:
+            raise Refusal(CPHULK_OFF)
+        now, hold = int(time.time()), CPHULK_HOLDS[function]
+        out = []
+        for n, row in enumerate(reversed(rows)):
+            at = now - 60 * n
+            code, name = next(c for prefix, c in COUNTRIES.items() if row["ip"].startswith(prefix))
+            out.append(
+                {
+                    **row,
+                    "logintime": _local(at),
+                    "exptime": _local(at + hold),
+                    "timeleft": (hold - 60 * n) // 60,
+                    "country_code": code,
+                    "country_name": name,
+                }
+            )
+        return out
+
+    def _failures(self, function: str, failures: list[tuple[str, str, str]]) -> list[Any]:
+        rows = [
+            {"user": user, "service": service, "authservice": _AUTH[service], "ip": ip}
+            for user, service, ip in failures
+        ]
+        return self._cphulk_rows(function, rows)
+
+    def _cphulk_failed_logins(self, params: dict[str, str]) -> object:
+        function = "get_cphulk_failed_logins"
+        return {"failed_logins": self._failures(function, self.dataset.login_failures())}
+
+    def _cphulk_user_brutes(self, params: dict[str, str]) -> object:
+        blocked = [(u, "imap", ip) for u, ip in self.dataset.login_blocks()[0]]
+        return {"user_brutes": self._failures("get_cphulk_user_brutes", blocked)}
+
+    def _blocked(self, function: str, addresses: list[str]) -> list[Any]:
+        return self._cphulk_rows(function, [{"ip": ip, "notes": ""} for ip in addresses])
+
+    def _cphulk_brutes(self, params: dict[str, str]) -> object:
+        return {"brutes": self._blocked("get_cphulk_brutes", self.dataset.login_blocks()[1])}
+
+    def _cphulk_excessive_brutes(self, params: dict[str, str]) -> object:
+        function = "get_cphulk_excessive_brutes"
+        return {"excessive_brutes": self._blocked(function, self.dataset.login_blocks()[2])}
 
     def _list_pops_for(self, params: dict[str, str]) -> object:
         user = self._required(params, "user")

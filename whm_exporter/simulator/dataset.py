@@ -90,6 +90,13 @@ SPAM_ACTIONS = ("noaction", "hold", "block")
 FILL_SECONDS = 2 * 86400
 FILLING_MESSAGE_BYTES = 40_000
 _MIB = 1 << 20
+# The brute-forced address's failed logins cPHulk holds, by service (WhmUserLoginFailures fires
+# at 20 over all services), and the addresses they come from (documentation ranges, RFC 5737).
+BRUTE_FAILURES = {"imap": 30, "smtp": 6}
+BRUTE_SOURCES = ("203.0.113.7", "198.51.100.44")
+# A mistyped password now and then: (user index, service) of the failures every server has.
+# cpaneld logins name the cPanel user, the mail services an address.
+TYPOS = ((0, "pop3"), (2, "smtp"), (3, "cpaneld"), (4, "imap"))
 
 
 def _rng(*parts: object) -> random.Random:
@@ -112,6 +119,11 @@ class Dataset:
     ``between_sender``, the first address of the fifth user reaches 300 unique recipients an
     hour (between a lowered threshold and cPanel's default 500).
 
+    ``brute_force`` (on by default, as the heavy sender): someone guesses the password of the
+    first address of the second user (``brute_forced_address``) over IMAP and SMTP, and cPHulk
+    blocks it, the addresses the guesses come from and one of them for a day. ``cphulk``:
+    cPHulk is on (a few mistyped passwords are all it holds without ``brute_force``).
+
     The server's Tweak Settings are fields too, and each user has its own caps in one of the
     forms listaccts sends (``CAP_FORMS``, in turn): REACHED_MAXEMAILS and REACHED_MAXDEFERFAIL
     carry cPanel's marker text when the user's hourly mail passes the cap in force.
@@ -127,6 +139,9 @@ class Dataset:
     jump_after: float | None = None
     filling_mailbox: bool = False
     between_sender: bool = False
+    # On by default, as the heavy sender is: a server without either shows little.
+    brute_force: bool = True
+    cphulk: bool = True
     # The server's Tweak Settings (get_tweaksetting), as a new server has them; None: unset.
     spam_detection: bool = True
     spam_threshold: int = 500
@@ -189,6 +204,37 @@ class Dataset:
     @property
     def between_address(self) -> str | None:
         return self._first_address(self._nth_user(4)) if self.between_sender else None
+
+    @property
+    def brute_forced_address(self) -> str | None:
+        if not self.brute_force:
+            return None
+        return self._first_address(self.user_names[min(1, len(self.user_names) - 1)])
+
+    def login_failures(self) -> list[tuple[str, str, str]]:
+        """The failed logins cPHulk holds, one per failure: (user as logged in, service,
+        address it came from); none while cPHulk is off."""
+        if not self.cphulk:
+            return []
+        out = []
+        for index, service in TYPOS:
+            if index < len(self.user_names):
+                user = self.user_names[index]
+                login = user if service == "cpaneld" else self._first_address(user) or user
+                out.append((login, service, f"192.0.2.{10 + index}"))
+        brute = self.brute_forced_address
+        if brute is not None:
+            for service, count in BRUTE_FAILURES.items():
+                out += [(brute, service, BRUTE_SOURCES[n % 2]) for n in range(count)]
+        return out
+
+    def login_blocks(self) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+        """What cPHulk blocks: users (with the address of the last guess), addresses, and
+        addresses blocked for a day (past its excessive-failures limit)."""
+        brute = self.brute_forced_address
+        if not self.cphulk or brute is None:
+            return [], [], []
+        return [(brute, BRUTE_SOURCES[0])], list(BRUTE_SOURCES), [BRUTE_SOURCES[0]]
 
     def tweak_settings(self) -> dict[str, str | None]:
         """The server's Tweak Settings as get_tweaksetting gives them: strings, None unset."""
@@ -456,7 +502,8 @@ class Dataset:
 # (the jump a few minutes in, once Prometheus has some history of the sender's usual level).
 # Its server has lowered cPanel's spam threshold to 250 with the action hold (the between sender
 # is over it, under the default 500), caps each domain at 200 messages an hour and blocks at 50%
-# deferred and failed; the heavy sender's user is past its own caps, with markers.
+# deferred and failed; the heavy sender's user is past its own caps, with markers. An address
+# is brute-forced (cPHulk holds 36 failures of it, over the rules' 20).
 DEMO = Dataset(
     accounts=24,
     users=6,

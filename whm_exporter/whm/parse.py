@@ -12,11 +12,13 @@ import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from datetime import datetime
+from typing import Any, Generic, Literal, ParamSpec, TypeVar
 
 from whm_exporter.whm.errors import WHMError
 
 R = TypeVar("R")
+P = ParamSpec("P")
 
 # Prometheus samples are float64: a counter above 2**53 cannot be exported exactly, and no real
 # mailbox holds 9 PB, so such a value is a broken answer, not data.
@@ -134,14 +136,14 @@ class Mailbox:
     quota: int | None
 
 
-def _contained(parser: Callable[[Any], R]) -> Callable[[Any], R]:
+def _contained(parser: Callable[P, R]) -> Callable[P, R]:
     """A parser whose every failure is a WHMError: one hostile answer costs its own call, never
     the calls beside it, whatever it makes the parser trip over."""
 
     @functools.wraps(parser)
-    def contained(body: Any) -> R:
+    def contained(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return parser(body)
+            return parser(*args, **kwargs)
         except WHMError:
             raise
         except Exception as err:
@@ -483,3 +485,101 @@ def pops_with_disk(body: object) -> list[Mailbox]:
         quota = counter(_field(item, "_diskquota", address), f"{address}._diskquota")
         out.append(Mailbox(address, main, used, quota or None))
     return out
+
+
+# With cPHulk off, its get_* functions answer result 0 with this reason (cPanel's
+# Cpanel/Hulk/Admin.pm): a state of the server, not a failed call.
+_CPHULK_OFF = "cphulk is disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class LoginFailure:
+    """One row of get_cphulk_failed_logins or get_cphulk_user_brutes: a failed login (the
+    address it came from is not kept: a label of it would be unbounded, and personal data)."""
+
+    user: str
+    service: str
+
+
+@dataclass(frozen=True, slots=True)
+class CphulkRows(Generic[R]):
+    """The rows of a cPHulk list that parsed, and one text per row refused."""
+
+    rows: tuple[R, ...]
+    bad_records: tuple[str, ...]
+
+
+@_contained
+def cphulk_status(body: object) -> bool:
+    """cphulk_status: ``data.is_enabled``, 0 or 1 (or their strings)."""
+    payload = data(body, "cphulk_status")
+    enabled = counter(_field(payload, "is_enabled", "data"), "data.is_enabled")
+    if enabled > 1:
+        raise WHMError("protocol", f"data.is_enabled is {enabled}, expected 0 or 1")
+    return enabled == 1
+
+
+def _cphulk_time(item: Mapping[str, object], key: str, what: str) -> None:
+    """Raises unless ``key`` holds a time: server-local ``YYYY-MM-DD HH:MM:SS`` as real servers
+    send, or ISO 8601 as the reference's examples show. Only checked: the rows are counted, and
+    cPHulk lists only rows not yet expired."""
+    text = item.get(key)
+    try:
+        # Python 3.11's fromisoformat reads both forms (a space or a T, a Z suffix).
+        datetime.fromisoformat(text if isinstance(text, str) else "")
+    except ValueError:
+        raise WHMError("protocol", f"{what}: {key} is not a time: {_short(text)}") from None
+
+
+def _cphulk_rows(
+    body: object, function: str, key: str, read: Callable[[Mapping[str, object], str], R]
+) -> CphulkRows[R]:
+    """``data.<key>[]``, each row read by ``read``; a row refused costs only itself. cPHulk off
+    is no rows."""
+    try:
+        items = _records(body, function, key)
+    except WHMError as err:
+        if err.reason == "api" and _CPHULK_OFF in err.detail.lower():
+            return CphulkRows((), ())
+        raise
+    rows: list[R] = []
+    bad: list[str] = []
+    for n, item in enumerate(items):
+        what = f"{key} row {n}"
+        try:
+            if not isinstance(item, dict):
+                raise WHMError("protocol", f"{what} is {type(item).__name__}, expected an object")
+            _cphulk_time(item, "logintime", what)
+            _cphulk_time(item, "exptime", what)
+            rows.append(read(item, what))
+        except WHMError as err:
+            bad.append(err.detail)
+    return CphulkRows(tuple(rows), tuple(bad))
+
+
+def _login_failure(item: Mapping[str, object], what: str) -> LoginFailure:
+    user = _text(_field(item, "user", what), f"{what} user")
+    return LoginFailure(user, _text(_field(item, "service", what), f"{what} service"))
+
+
+def _blocked_address(item: Mapping[str, object], what: str) -> None:
+    # Checked, never kept (see LoginFailure).
+    _text(_field(item, "ip", what), f"{what} ip")
+
+
+@_contained
+def cphulk_failures(body: object, function: str) -> CphulkRows[LoginFailure]:
+    """get_cphulk_failed_logins (``data.failed_logins[]``) or get_cphulk_user_brutes
+    (``data.user_brutes[]``): ``{user, ip, service, authservice, logintime, exptime}``, one
+    row per failure; real servers add ``country_code`` and ``country_name``."""
+    key = {"get_cphulk_failed_logins": "failed_logins", "get_cphulk_user_brutes": "user_brutes"}
+    return _cphulk_rows(body, function, key[function], _login_failure)
+
+
+@_contained
+def cphulk_blocks(body: object, function: str) -> CphulkRows[None]:
+    """get_cphulk_brutes (``data.brutes[]``) or get_cphulk_excessive_brutes
+    (``data.excessive_brutes[]``): ``{ip, notes, logintime, exptime, timeleft}``, one row per
+    address blocked."""
+    key = {"get_cphulk_brutes": "brutes", "get_cphulk_excessive_brutes": "excessive_brutes"}
+    return _cphulk_rows(body, function, key[function], _blocked_address)
