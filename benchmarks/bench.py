@@ -201,7 +201,7 @@ FOLDERS = ("INBOX", "INBOX.Sent", "INBOX.Drafts", "INBOX.Trash", "INBOX.Junk", "
 def _synthetic_families(args: argparse.Namespace) -> list[Any]:
     """A probe's families for ``accounts`` addresses over ``users`` users (plus each user's
     main mailbox) with ``folders`` folders, the label tuples shared as a Snapshot shares them."""
-    from whm_exporter.metrics import Family
+    from whm_exporter.series import Family
 
     folders = [FOLDERS[i] if i < len(FOLDERS) else f"INBOX.Folder{i}" for i in range(args.folders)]
     keys: list[tuple[str, str, str]] = []

@@ -10,8 +10,8 @@ from typing import Any
 from conftest import loaded
 
 from whm_exporter.collect import schedule
-from whm_exporter.collect.calls import MAILBOX_LIST
 from whm_exporter.collect.state import Addresses, Item, Kind, TargetState
+from whm_exporter.families.mailboxes import MAILBOX_LIST
 from whm_exporter.whm.parse import Account
 
 USERS = {u: Account(u, suspended=False) for u in ("alice", "bob", "carol")}

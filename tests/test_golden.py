@@ -46,6 +46,7 @@ from statekit import answer, fail, state_for
 from whm_exporter import storage
 from whm_exporter.collect import persist
 from whm_exporter.collect.state import Addresses, Kept, Kind, TargetState
+from whm_exporter.config import state_identity
 from whm_exporter.exposition import render_text
 from whm_exporter.families.logins import top_users
 from whm_exporter.metrics import families
@@ -179,7 +180,7 @@ def _state() -> TargetState:
 
 
 def _identity(state: TargetState) -> str:
-    return persist.identity(SERVER, state.module, state.explicit)
+    return state_identity(SERVER, state.module, state.explicit)
 
 
 def _golden(path: Path, got: bytes) -> None:
@@ -270,7 +271,7 @@ def test_the_state_identity_digest_is_todays() -> None:
     assert _identity(_state()) == "ba39fff87b2ba66b9105c779d61ac993ea5722ee25c7fbeba02772680104ef58"
     plain = loaded({"modules": {"default": {"token": "x"}}}).config.modules["default"]
     assert (
-        persist.identity(SERVER, plain, {})
+        state_identity(SERVER, plain, {})
         == "82503995e38ccc4b35318bd8e3ae660a73d0f7fd2730ac1b9db104a6e54c5332"
     )
 

@@ -19,7 +19,8 @@ from whm_exporter import exposition
 from whm_exporter.collect.state import Kept
 from whm_exporter.exposition import render_text, write
 from whm_exporter.families import logins, server_settings
-from whm_exporter.metrics import Family, families
+from whm_exporter.metrics import families
+from whm_exporter.series import Family
 from whm_exporter.snapshot import (
     DiskSample,
     LimitSample,

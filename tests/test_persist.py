@@ -12,7 +12,7 @@ from conftest import TOKEN, WHM, Running, loaded, module
 
 from whm_exporter.collect import persist, schedule
 from whm_exporter.collect.state import Item, Kind, Stage, TargetState
-from whm_exporter.config import ModuleConfig
+from whm_exporter.config import ModuleConfig, state_identity
 from whm_exporter.probe import snapshot
 from whm_exporter.simulator import Dataset
 
@@ -258,27 +258,27 @@ def test_a_document_that_does_not_fit_the_inventory_is_refused(rows: dict[str, A
 
 
 def test_identity_is_what_changes_what_is_asked_or_how_it_is_labelled() -> None:
-    base = persist.identity(SERVER, _module(), {})
+    base = state_identity(SERVER, _module(), {})
     same = [
-        persist.identity(SERVER, _module(timeout="5s", max_concurrency=2, load_budget=0.5), {}),
-        persist.identity(SERVER, _module(token="another"), {}),
-        persist.identity(SERVER, _module(tls={"insecure_skip_verify": True}), {}),
+        state_identity(SERVER, _module(timeout="5s", max_concurrency=2, load_budget=0.5), {}),
+        state_identity(SERVER, _module(token="another"), {}),
+        state_identity(SERVER, _module(tls={"insecure_skip_verify": True}), {}),
     ]
     assert same == [base] * len(same)
     different = [
-        persist.identity(("https", "whm2.example.com", 2087), _module(), {}),
-        persist.identity(("https", "whm1.example.com", 2088), _module(), {}),
-        persist.identity(SERVER, _module(username="reseller"), {}),
-        persist.identity(SERVER, _module(), {"bob": ("bob@example.com",)}),
-        persist.identity(SERVER, _module(discovery={"include_users": ["a.*"]}), {}),
-        persist.identity(SERVER, _module(mailboxes={"exclude_folders": ["Trash"]}), {}),
-        persist.identity(SERVER, _module(unique_recipients={"windows": ["24h"]}), {}),
-        persist.identity(SERVER, _module(mail_flow={"delivery_type": "remote"}), {}),
+        state_identity(("https", "whm2.example.com", 2087), _module(), {}),
+        state_identity(("https", "whm1.example.com", 2088), _module(), {}),
+        state_identity(SERVER, _module(username="reseller"), {}),
+        state_identity(SERVER, _module(), {"bob": ("bob@example.com",)}),
+        state_identity(SERVER, _module(discovery={"include_users": ["a.*"]}), {}),
+        state_identity(SERVER, _module(mailboxes={"exclude_folders": ["Trash"]}), {}),
+        state_identity(SERVER, _module(unique_recipients={"windows": ["24h"]}), {}),
+        state_identity(SERVER, _module(mail_flow={"delivery_type": "remote"}), {}),
     ]
     assert base not in different
     assert len(set(different)) == len(different)
     # The accounts of an explicit user in another order are the same items.
-    assert persist.identity(SERVER, _module(), {"bob": ("a@x", "b@x")}) == persist.identity(
+    assert state_identity(SERVER, _module(), {"bob": ("a@x", "b@x")}) == state_identity(
         SERVER, _module(), {"bob": ("b@x", "a@x")}
     )
     assert TOKEN not in base

@@ -20,7 +20,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from whm_exporter.exporter import Exporter
-from whm_exporter.metrics import Family
+from whm_exporter.series import Family
 from whm_exporter.server import WebOptions, _exposition
 from whm_exporter.simulator import Dataset
 

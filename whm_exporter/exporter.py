@@ -12,10 +12,9 @@ import time
 from collections.abc import Mapping
 from functools import partial
 
-from whm_exporter.collect import persist
 from whm_exporter.collect.run import Bound
 from whm_exporter.collect.state import TargetState
-from whm_exporter.config import Loaded, ModuleConfig, load_config
+from whm_exporter.config import Loaded, ModuleConfig, load_config, state_identity
 from whm_exporter.metrics import ExporterMetrics
 from whm_exporter.probe import probe
 from whm_exporter.request import BadRequest
@@ -106,14 +105,14 @@ class Exporter:
         if not self._restoring:
             return None
         assert self._keeper is not None
-        digest = persist.identity(server_of(url), module, users)
+        digest = state_identity(server_of(url), module, users)
         return self._keeper.load(name, digest, module, users)
 
     def kept(self) -> list[tuple[str, str, TargetState]]:
         """Name, identity and state of each configured target, as --storage.path keeps them
         (unlisted targets are not kept: they come and go with the requests)."""
         return [
-            (name, persist.identity(server_of(t.url), t.module, t.users), t.state)
+            (name, state_identity(server_of(t.url), t.module, t.users), t.state)
             for name, t in self.targets.items()
         ]
 

@@ -25,11 +25,10 @@ from prometheus_client import (
 
 from whm_exporter import __version__
 from whm_exporter.families import EXPOSED
-from whm_exporter.series import Family, Lazy, Sample
+from whm_exporter.series import Family
 from whm_exporter.snapshot import Snapshot
 
 # The metric family and its samples: where the writers and the tests have always found them.
-__all__ = ["ExporterMetrics", "Family", "Lazy", "Sample", "families"]
 
 
 def families(s: Snapshot) -> list[Family]:

@@ -18,8 +18,9 @@ from whm_exporter import __version__
 from whm_exporter.durations import format_duration
 from whm_exporter.exporter import Exporter
 from whm_exporter.exposition import WithoutCreated, render_text, write
-from whm_exporter.metrics import Family, families
+from whm_exporter.metrics import families
 from whm_exporter.request import BadRequest, probe_timeout
+from whm_exporter.series import Family
 from whm_exporter.snapshot import Snapshot
 from whm_exporter.webconfig import WebSecurity
 

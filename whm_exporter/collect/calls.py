@@ -11,12 +11,8 @@ from typing import Any
 
 from whm_exporter.collect.state import Item, TargetState
 from whm_exporter.families import BY_KIND, FAMILIES, windows_of
-from whm_exporter.families.base import Call, Problems, span
-from whm_exporter.families.mailboxes import MAILBOX_LIST, MAILBOX_OBJECT
+from whm_exporter.families.base import Call, span
 from whm_exporter.whm.errors import WHMError
-
-# Where the runner, the tests and the benchmarks have always found them.
-__all__ = ["MAILBOX_LIST", "MAILBOX_OBJECT", "Call", "Problems", "fallback", "plan", "time_range"]
 
 
 def time_range(

@@ -31,7 +31,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from whm_exporter.collect.state import Item, Kind, TargetState
-from whm_exporter.config import ModuleConfig, state_identity
+from whm_exporter.config import ModuleConfig
 from whm_exporter.families import BY_KIND, FAMILIES, max_age_of
 from whm_exporter.families.base import Family
 
@@ -69,7 +69,6 @@ Document = create_model(
 
 
 # The digest a kept state is filed under; the config owns it, the exporter asks for it here.
-identity = state_identity
 
 
 class Unusable(ValueError):

@@ -24,6 +24,7 @@ from typing import Any
 from whm_exporter.collect import calls, schedule
 from whm_exporter.collect.budget import Pace
 from whm_exporter.collect.state import Item, TargetState
+from whm_exporter.families.base import Call
 from whm_exporter.snapshot import CallRecord
 from whm_exporter.whm.client import WHMClient
 from whm_exporter.whm.errors import WHMError
@@ -254,7 +255,7 @@ class Collection:
                 self._record(call, started, problem.reason, problem.detail, part=True)
             return True
 
-    async def _fetch(self, call: calls.Call, *, urgent: bool) -> Any:
+    async def _fetch(self, call: Call, *, urgent: bool) -> Any:
         """The call to WHM, charged to the server's budget at its real duration (an abandoned
         call cost WHM its work too) and told to its back-off."""
         pace = self.bound.pace
@@ -279,7 +280,7 @@ class Collection:
 
     def _record(
         self,
-        call: calls.Call,
+        call: Call,
         started: float,
         outcome: str,
         detail: str = "",
