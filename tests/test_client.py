@@ -181,7 +181,7 @@ async def test_an_announced_length_over_the_cap_is_refused_unread(client: WHMCli
             await client.call("listaccts")
     assert (err.value.reason, err.value.detail) == (
         "protocol",
-        "answer of 2049 bytes exceeds the cap",
+        "answer of 2049 bytes exceeds the cap of 2048",
     )
 
 

@@ -5,7 +5,6 @@ from a spammer's first mail to its first report, and calls that no deadline cuts
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from whm_exporter.exporter import Exporter
 from whm_exporter.metrics import ExporterMetrics
 from whm_exporter.simulator import Dataset
 from whm_exporter.target import Target
-from whm_exporter.whm.client import WHMClient
+from whm_exporter.whm.client import Params, WHMClient
 
 # 16 users (the tenth suspended), 64 addresses: 15 users x (4 or 5 addresses + main) to scrape.
 DATASET = Dataset(accounts=64, users=16, folders=3)
@@ -297,11 +296,11 @@ async def test_an_exception_in_one_call_costs_that_item_alone(
     real = WHMClient.call
 
     async def sometimes_broken(
-        self: WHMClient, function: str, params: Mapping[str, str | int] | None = None
+        self: WHMClient, function: str, params: Params | None = None, **options: Any
     ) -> Any:
         if params and params.get("account") == victim:
             raise ZeroDivisionError("a bug nobody foresaw")
-        return await real(self, function, params)
+        return await real(self, function, params, **options)
 
     monkeypatch.setattr(WHMClient, "call", sometimes_broken)
     found = await (await start_exporter(module(whm.url))).probe()

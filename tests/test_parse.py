@@ -86,7 +86,9 @@ def test_string_result_one_is_success_as_in_the_2018_list_pops_for_example() -> 
 def test_listaccts_official_fields() -> None:
     # The reference's example of max_email_per_hour is "unlimited": no cap, whatever the server's.
     assert parse.accounts(fixture("listaccts.official_fields.json")) == [
-        parse.Account("username", suspended=False, max_emails_per_hour="unlimited")
+        parse.Account(
+            "username", suspended=False, max_emails_per_hour="unlimited", domain="example.com"
+        )
     ]
 
 

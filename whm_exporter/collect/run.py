@@ -244,6 +244,10 @@ class Collection:
                 if calls.fallback(self.state, call, err):
                     call = calls.plan(item, self.state, self._wall())
                     continue
+                if call.on_error is not None and (instead := call.on_error(err)) is not None:
+                    # A batch split to find the one part the server refuses.
+                    call = await self._paced(instead)
+                    continue
                 return False
             except Exception as err:
                 # A bug or an answer nobody foresaw costs this one item, never its siblings.
@@ -253,7 +257,20 @@ class Collection:
             self._record(call, started, "success")
             for problem in problems:
                 self._record(call, started, problem.reason, problem.detail, part=True)
+            if call.then is not None and (following := call.then()) is not None:
+                call = await self._paced(following)
+                continue
             return True
+
+    async def _paced(self, call: Call) -> Call:
+        """The next call of an item asked in several: it waits for the server's load budget as
+        a refresh would (the item keeps its place in the bound meanwhile)."""
+        # The budget fills at a known rate: one wait until it allows (other calls may spend
+        # it meanwhile; the budget is an average, not a gate).
+        wait = self.bound.pace.budget.wait(self._clock())
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return call
 
     async def _fetch(self, call: Call, *, urgent: bool) -> Any:
         """The call to WHM, charged to the server's budget at its real duration (an abandoned
@@ -263,7 +280,13 @@ class Collection:
         charged = pace.started(call.function, started)
         struggling = False
         try:
-            return await self._client().call(call.endpoint, call.params)
+            return await self._client().call(
+                call.endpoint,
+                call.params,
+                stream=call.stream() if call.stream is not None else None,
+                request_timeout=call.timeout,
+                max_bytes=call.max_bytes,
+            )
         except WHMError as err:
             struggling = err.reason in _STRUGGLING or (err.status or 0) >= 500
             raise

@@ -35,6 +35,8 @@ Refresh = Mapping[Kind, float]
 # The kinds whose items, once their call failed, wait their refresh before they are asked again
 # (as refreshes, in tier (d)): a token refused for good must not cost a call at every probe.
 _PATIENT = frozenset(k for f in families.FAMILIES if f.failure_waits_refresh for k in f.kinds)
+# The kinds no probe waits for (their families say so): asked beside the probes, not for one.
+_BACKGROUND = frozenset(k for f in families.FAMILIES if not f.probe_waits for k in f.kinds)
 # The lanes items never answered wait in, in the order of tier (c), as the families rank them.
 _FIRST_TIME = families.FIRST_TIME
 _FIRST_TIME_LANES = tuple(
@@ -162,23 +164,30 @@ def first_answers_pending(state: TargetState) -> bool:
     """Whether an item never answered may still be asked in this round, or is being asked
     (a user's addresses bring its mailboxes): such items use the whole bound, not the budget's
     pace."""
-    if any(item.answer is None for item in state.in_flight):
+    if any(item.answer is None and item.kind not in _BACKGROUND for item in state.in_flight):
         return True
     epoch = state.epoch_start
     for key in _FIRST_TIME_LANES:
+        if key[0] in _BACKGROUND:
+            continue
         head = state.lanes[key].head()
         if head is not None and head.attempted_at < epoch:
             return True
     return False
 
 
-def count_eligible(state: TargetState, now: float, refresh: Refresh, limit: int) -> int:
-    """How many items may be asked now, counted up to ``limit``."""
+def count_eligible(
+    state: TargetState, now: float, refresh: Refresh, limit: int, *, waited: bool = False
+) -> int:
+    """How many items may be asked now, counted up to ``limit`` (``waited``: only those a
+    probe waits for)."""
     epoch = state.epoch_start
     count = sum(1 for i in state.server_wide if eligible(i, now, epoch, refresh))
-    for (_, stage), lane in state.lanes.items():
+    for (kind, stage), lane in state.lanes.items():
         if count >= limit:
             break
+        if waited and kind in _BACKGROUND:
+            continue
         if stage is Stage.NEW:
             count += len(lane)
             continue
@@ -223,8 +232,12 @@ def answer_now(
     if not spam_signal_fresh(state, now, refresh):
         return False
     due = state.epoch_start
-    in_flight = sum(1 for item in state.in_flight if _was_due(item, due, refresh))
-    if in_flight == 0 and count_eligible(state, due, refresh, 1) == 0:
+    in_flight = sum(
+        1
+        for item in state.in_flight
+        if item.kind not in _BACKGROUND and _was_due(item, due, refresh)
+    )
+    if in_flight == 0 and count_eligible(state, due, refresh, 1, waited=True) == 0:
         return True  # all done
     if call_seconds is None:
         return False  # nothing measured yet: wait for everything (or the deadline)
@@ -233,7 +246,8 @@ def answer_now(
         # Everything could still fit: no need to count what is left (a long deadline would
         # make that count walk every item at every call).
         return False
-    return in_flight + count_eligible(state, due, refresh, math.floor(capacity) + 1) > capacity
+    left = count_eligible(state, due, refresh, math.floor(capacity) + 1, waited=True)
+    return in_flight + left > capacity
 
 
 def _was_due(item: Item[Any], at: float, refresh: Refresh) -> bool:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, get_type_hint
 
 from whm_exporter.collect.state import Item, Kept, Kind, TargetState
 from whm_exporter.config import ModuleConfig, Window
+from whm_exporter.whm.client import StreamReader
 from whm_exporter.whm.errors import WHMError
 
 if TYPE_CHECKING:
@@ -41,10 +42,23 @@ class Call:
     function: str
     # What the debug page and the log name: an address, "user window", or nothing.
     subject: str
-    params: Mapping[str, str | int]
+    # A tuple value repeats its parameter (validate_current_spfs: domain=a&domain=b).
+    params: Mapping[str, str | int | tuple[str, ...]]
     keep: Callable[[Any, float], Problems | None]
     # The WHM API 1 function in the URL, when it is not ``function``.
     whm_function: str | None = None
+    # An answer too big to hold decoded is read as it arrives: a new reader per call, whose
+    # result ``keep`` gets in place of the decoded body (whm/client.py: StreamReader).
+    stream: Callable[[], StreamReader] | None = None
+    # This call's own limits, when the module's (request_timeout, max_response_bytes) do not
+    # fit its answer.
+    timeout: float | None = None
+    max_bytes: int | None = None
+    # One item asked in several calls (batches): the next call once this one is kept (None
+    # when the item is answered), and the call to make instead when this one failed (None:
+    # the item failed).
+    then: Callable[[], Call | None] | None = None
+    on_error: Callable[[WHMError], Call | None] | None = None
 
     @property
     def endpoint(self) -> str:
@@ -157,6 +171,9 @@ class Family:
     # refresh does (within the load budget), instead of being asked again at every probe as a
     # first answer: for calls a token may be refused for good (a reseller's).
     failure_waits_refresh: ClassVar[bool] = False
+    # Whether a probe waits for its calls: not for a family whose items take many calls (the
+    # mail DNS, in batches) and are hours apart; the probe serves what they last answered.
+    probe_waits: ClassVar[bool] = True
 
     # --- config -----------------------------------------------------------------------------
 

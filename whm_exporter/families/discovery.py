@@ -37,7 +37,7 @@ class Discovery(Family):
         if item.kind is Kind.LISTACCTS:
             # The accounts' own sending caps too: the server settings family serves them.
             want = (
-                "user,suspended,outgoing_mail_hold,outgoing_mail_suspended,max_email_per_hour,"
+                "user,domain,suspended,outgoing_mail_hold,outgoing_mail_suspended,max_email_per_hour,"
                 "max_defer_fail_percentage,min_defer_fail_to_trigger_protection"
             )
             return Call("listaccts", "", {"want": want}, lambda b, now: _listed(state, b, now))

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -29,6 +29,18 @@ _CA_HINT = "is WHM's certificate self-signed or from a private CA? give its CA i
 _NAME_HINT = "the certificate names another host: give a name it holds in tls.server_name"
 _TLS_HINTS = {2: _CA_HINT, 18: _CA_HINT, 19: _CA_HINT, 20: _CA_HINT, 21: _CA_HINT}
 _TLS_HINTS |= {62: _NAME_HINT, 64: _NAME_HINT}
+# A parameter's values: a tuple repeats the parameter (validate_current_spfs: domain=a&domain=b).
+Params = Mapping[str, str | int | tuple[str, ...]]
+
+
+class StreamReader(Protocol):
+    """Reads an answer as it arrives, for answers too big to hold decoded (Exim's queue):
+    ``feed`` takes each piece of the body in order, ``finish`` returns what the call gives
+    back instead of the decoded body. Either raises :class:`WHMError` for a broken answer."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def finish(self) -> Any: ...
 
 
 def ssl_context(tls: TLSConfig) -> ssl.SSLContext:
@@ -74,12 +86,21 @@ class WHMClient:
     def __repr__(self) -> str:
         return f"WHMClient({self._base!r})"
 
-    async def call(self, function: str, params: Mapping[str, str | int] | None = None) -> Any:
-        """GET one WHM API 1 function and return the decoded JSON body."""
+    async def call(
+        self,
+        function: str,
+        params: Params | None = None,
+        *,
+        stream: StreamReader | None = None,
+        request_timeout: float | None = None,
+        max_bytes: int | None = None,
+    ) -> Any:
+        """GET one WHM API 1 function and return the decoded JSON body, or what ``stream``
+        makes of it. ``request_timeout`` and ``max_bytes`` replace the client's own."""
         started = time.monotonic()
         outcome = "success"
         try:
-            return await self._call(function, params or {})
+            return await self._call(function, params or {}, stream, request_timeout, max_bytes)
         except WHMError as err:
             outcome = err.reason
             raise
@@ -91,14 +112,26 @@ class WHMClient:
             if self._observer is not None:
                 self._observer(function, time.monotonic() - started, outcome)
 
-    async def _call(self, function: str, params: Mapping[str, str | int]) -> Any:
-        query = {"api.version": "1", **{k: str(v) for k, v in params.items()}}
+    async def _call(
+        self,
+        function: str,
+        params: Params,
+        stream: StreamReader | None,
+        seconds: float | None,
+        max_bytes: int | None,
+    ) -> Any:
+        query: list[tuple[str, str]] = [("api.version", "1")]
+        for key, value in params.items():
+            values: Sequence[str | int] = value if isinstance(value, tuple) else (value,)
+            query.extend((key, str(v)) for v in values)
+        limit = aiohttp.ClientTimeout(total=seconds) if seconds else self._timeout
+        cap = max_bytes or self._max_bytes
         try:
             async with self._session.get(
                 self._base + function,
                 params=query,
                 headers=self._headers,
-                timeout=self._timeout,
+                timeout=limit,
                 server_hostname=self._server_name,
                 allow_redirects=False,
             ) as resp:
@@ -108,11 +141,13 @@ class WHMClient:
                     raise WHMError("http", "HTTP 404", unknown_function=True, status=404)
                 if resp.status != 200:
                     raise WHMError("http", f"HTTP {resp.status}", status=resp.status)
-                body = await self._read(resp)
+                if stream is not None:
+                    return await self._stream(resp, stream, cap)
+                body = await self._read(resp, cap)
         except WHMError:
             raise
         except TimeoutError:
-            raise WHMError("timeout", f"no complete answer within {self._timeout.total}s") from None
+            raise WHMError("timeout", f"no complete answer within {limit.total}s") from None
         except (aiohttp.ClientSSLError, ssl.SSLError) as err:
             raise WHMError("tls", _tls_detail(err)) from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as err:
@@ -126,19 +161,47 @@ class WHMClient:
             snippet = _snippet(body, self._token)
             raise WHMError("protocol", f"answer is not JSON: {snippet}") from None
 
-    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+    @staticmethod
+    def _refuse_announced(resp: aiohttp.ClientResponse, cap: int) -> None:
+        if resp.content_length is not None and resp.content_length > cap:
+            raise WHMError(
+                "protocol", f"answer of {resp.content_length} bytes exceeds the cap of {cap}"
+            )
+
+    async def _read(self, resp: aiohttp.ClientResponse, cap: int) -> bytes:
         """The body, refused unread when it announces more than the cap, cut off when it sends
         more than it announced."""
-        if resp.content_length is not None and resp.content_length > self._max_bytes:
-            raise WHMError("protocol", f"answer of {resp.content_length} bytes exceeds the cap")
+        self._refuse_announced(resp, cap)
         chunks: list[bytes] = []
         size = 0
         while chunk := await resp.content.read(65536):
             size += len(chunk)
-            if size > self._max_bytes:
-                raise WHMError("protocol", f"answer exceeds the cap of {self._max_bytes} bytes")
+            if size > cap:
+                raise WHMError("protocol", f"answer exceeds the cap of {cap} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+    async def _stream(self, resp: aiohttp.ClientResponse, reader: StreamReader, cap: int) -> Any:
+        """The body handed to ``reader`` piece by piece as it arrives (none of it kept here),
+        under the same cap as :meth:`_read`."""
+        self._refuse_announced(resp, cap)
+        size = 0
+        first = b""
+        try:
+            while chunk := await resp.content.read(65536):
+                size += len(chunk)
+                if size > cap:
+                    raise WHMError("protocol", f"answer exceeds the cap of {cap} bytes")
+                first = first or chunk
+                reader.feed(chunk)
+            return reader.finish()
+        except WHMError:
+            raise
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            raise
+        except Exception:  # the reader's parser refused the text
+            snippet = _snippet(first, self._token)
+            raise WHMError("protocol", f"answer is not JSON: {snippet}") from None
 
 
 def _describe(err: BaseException) -> str:

@@ -79,6 +79,8 @@ class Account:
     # The server's min_defer_fail_to_trigger_protection, repeated on every account (None: not
     # a number).
     min_defer_fail: int | None = None
+    # Its main domain ("" when listaccts gave none): a mail domain even without an address.
+    domain: str = ""
 
 
 # A limit marker's numbers (emailtrack_user_stats REACHED_*): messages sent, or deferrals and
@@ -323,10 +325,16 @@ def _optional_count(value: object) -> int | None:
         return None
 
 
+def _domain(value: object) -> str:
+    # A domain name, lower-cased as DNS compares them; anything else is no domain.
+    return value.lower() if isinstance(value, str) and "." in value else ""
+
+
 @_contained
 def accounts(body: object) -> list[Account]:
-    """listaccts: ``data.acct[] {user, suspended, outgoing_mail_hold, outgoing_mail_suspended,
-    max_email_per_hour, max_defer_fail_percentage, min_defer_fail_to_trigger_protection}``
+    """listaccts: ``data.acct[] {user, domain, suspended, outgoing_mail_hold,
+    outgoing_mail_suspended, max_email_per_hour, max_defer_fail_percentage,
+    min_defer_fail_to_trigger_protection}``
     (each flag 0 or 1, as the listaccts reference gives them; the caps as :func:`cap` reads
     them)."""
     out = []
@@ -341,6 +349,7 @@ def accounts(body: object) -> list[Account]:
                 cap(item.get("max_email_per_hour")),
                 cap(item.get("max_defer_fail_percentage")),
                 _optional_count(item.get("min_defer_fail_to_trigger_protection")),
+                _domain(item.get("domain")),
             )
         )
     return out
