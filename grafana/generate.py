@@ -27,7 +27,8 @@ HIDDEN = ("Time", "__name__", "job")
 OUTBOUND = "/d/whm-outbound/whm-outbound-sending"
 OVERVIEW = "/d/whm-mail-overview/whm-mail-overview"
 KEEP = "${__url_time_range}&${datasource:queryparam}&${job:queryparam}"
-# cPanel's outbound-spam detection (whm_outbound_spam_detection_enabled).
+# cPanel's outbound-spam detection (whm_outbound_spam_detection_enabled), cPHulk
+# (whm_cphulk_enabled).
 ON_OFF_MAPPINGS = [
     {
         "type": "value",
@@ -416,8 +417,230 @@ def mail_overview() -> dict[str, Any]:
                 sort_by="Size",
                 links=[account_link(table=True)],
             ),
+            *_queue_panels(48),
+            *_login_panels(69),
+            *_deliverability_panels(81),
         ],
     )
+
+
+def _queue_panels(y: int) -> list[dict[str, Any]]:
+    """Exim's queue on the selected servers (fetch_mail_queue): its size, its age, and who
+    fills it, from ``y`` down, 21 grid rows."""
+    bars = {"displayMode": "gradient", "orientation": "horizontal", "showUnfilled": True}
+    manager = "WHM's Mail Queue Manager shows the messages and why each waits."
+    return [
+        _panel(
+            "stat",
+            "Messages in Exim's queue",
+            "Messages waiting in Exim's queue of the selected servers (fetch_mail_queue, "
+            "refreshed every few minutes). A queue that keeps growing: mail leaves slower than "
+            "it comes in; see the senders and recipient domains below. WhmMailQueueLarge fires "
+            "above whm:threshold:mail_queue_messages.",
+            [(f"sum(whm_mail_queue_messages{{{SEL}}})", "messages")],
+            (0, y, 6, 4),
+        ),
+        _panel(
+            "stat",
+            "Frozen in the queue",
+            "Messages Exim has frozen: it no longer tries to deliver them. Mostly bounces to "
+            "forged senders after spam came in or went out; they sit until Exim's "
+            f"timeout_frozen_after or a hand removes them. {manager} WhmMailQueueFrozen fires "
+            "when there are any for 30 minutes.",
+            [(f"sum(whm_mail_queue_frozen_messages{{{SEL}}})", "frozen")],
+            (6, y, 6, 4),
+            thresholds=[GREEN, {"color": "orange", "value": 1}],
+        ),
+        _panel(
+            "stat",
+            "Bounces in the queue",
+            "Queued bounces (delivery reports, empty sender <>). Many of them: the server "
+            "bounces mail it accepted, often to spam's forged senders, or a spam run of one of "
+            "its senders is being refused.",
+            [(f"sum(whm_mail_queue_bounce_messages{{{SEL}}})", "bounces")],
+            (12, y, 6, 4),
+        ),
+        _panel(
+            "stat",
+            "Queue size",
+            "Bytes of the messages in Exim's queue of the selected servers (the disk it takes "
+            "under /var/spool/exim).",
+            [(f"sum(whm_mail_queue_size_bytes{{{SEL}}})", "size")],
+            (18, y, 6, 4),
+            unit="bytes",
+        ),
+        _panel(
+            "timeseries",
+            "Queue over time",
+            "Messages in each server's queue, the frozen ones and the bounces, and the size at "
+            "which WhmMailQueueLarge fires (whm:threshold:mail_queue_messages). A burst that "
+            "drains again is normal; a line that only climbs is not.",
+            [
+                (f"sum by (instance) (whm_mail_queue_messages{{{SEL}}})", "{{instance}} queued"),
+                (
+                    f"sum by (instance) (whm_mail_queue_frozen_messages{{{SEL}}})",
+                    "{{instance}} frozen",
+                ),
+                (
+                    f"sum by (instance) (whm_mail_queue_bounce_messages{{{SEL}}})",
+                    "{{instance}} bounces",
+                ),
+                ("max(whm:threshold:mail_queue_messages)", "alert threshold"),
+            ],
+            (0, y + 4, 8, 8),
+        ),
+        _panel(
+            "timeseries",
+            "Oldest queued message",
+            "How long the oldest message in each server's queue has waited, and the age at "
+            "which WhmMailQueueOldMessage fires (whm:threshold:mail_queue_age_seconds). No line: "
+            "the queue is empty. An old message is one its receiver keeps deferring; Exim "
+            f"bounces it when its retries run out. {manager}",
+            [
+                (
+                    "max by (instance) (time() - "
+                    f"whm_mail_queue_oldest_message_timestamp_seconds{{{SEL}}})",
+                    "{{instance}}",
+                ),
+                ("max(whm:threshold:mail_queue_age_seconds)", "alert threshold"),
+            ],
+            (8, y + 4, 8, 8),
+            unit="s",
+        ),
+        _panel(
+            "bargauge",
+            "Queued messages by age",
+            "Messages that have waited in the queue longer than each age: what stays there "
+            "after the first retries is deferred by its receiver, not merely in transit.",
+            [
+                (
+                    f"sort_desc(sum by (older_than) (whm_mail_queue_aged_messages{{{SEL}}}))",
+                    "older than {{older_than}}",
+                )
+            ],
+            (16, y + 4, 8, 8),
+            instant=True,
+            options=bars,
+        ),
+        _table(
+            "Top senders in the queue",
+            "The twenty senders with the most queued messages, with their cPanel user (empty "
+            "when the address is not on the server: a forwarder's or a forged one). A run of "
+            "one sender is spam from a compromised account or script below cPanel's hourly "
+            "check, or mail cPanel holds after it. Bounces (no sender) count under Bounces in "
+            "the queue. WhmMailQueueSenderBacklog fires at "
+            "whm:threshold:mail_queue_sender_messages. Click one for its sending.",
+            "instance, user, sender",
+            [
+                (
+                    f'topk(20, whm_mail_queue_sender_messages{{{SEL}, sender!=""}})',
+                    "Queued",
+                    "short",
+                )
+            ],
+            (0, y + 12, 12, 9),
+            sort_by="Queued",
+            links=[sender_link(table=True)],
+        ),
+        _table(
+            "Top recipient domains in the queue",
+            "The twenty recipient domains with the most queued messages. A backlog to one "
+            "provider is how a block list shows: it defers the server's mail, most often "
+            "because the server's IP address is listed. Its deferral reason (Mail Queue "
+            "Manager, or the mail delivery reports) names the list; then follow the list's "
+            "delisting steps. WhmMailQueueDomainBacklog fires at "
+            "whm:threshold:mail_queue_domain_messages.",
+            "instance, domain",
+            [
+                (
+                    f"topk(20, whm_mail_queue_recipient_domain_messages{{{SEL}}})",
+                    "Queued",
+                    "short",
+                )
+            ],
+            (12, y + 12, 12, 9),
+            sort_by="Queued",
+        ),
+    ]
+
+
+def _login_panels(y: int) -> list[dict[str, Any]]:
+    """cPHulk, cPanel's brute-force protection, on the selected servers: the failed logins it
+    holds and what it blocks, from ``y`` down, 12 grid rows."""
+    failures = f"whm_user_login_failures{{{SEL}}}"
+    top = f"topk(10, sum by (job, instance, user) ({failures}))"
+    return [
+        _panel(
+            "stat",
+            "cPHulk",
+            "Whether cPHulk, cPanel's brute-force protection, is on on each server "
+            "(cphulk_status). Off: nothing blocks password guessing and the login panels "
+            "stay empty; turn it on in WHM's cPHulk Brute Force Protection.",
+            [(f"whm_cphulk_enabled{{{SEL}}}", "{{instance}}")],
+            (0, y, 6, 4),
+            defaults={"mappings": ON_OFF_MAPPINGS},
+        ),
+        _panel(
+            "stat",
+            "Failed logins held",
+            "Failed logins cPHulk holds now on the selected servers, every service together "
+            "(its lookback, 6 hours by default): a count of now, not since a start.",
+            [(f"sum(whm_login_failures{{{SEL}}})", "failed logins")],
+            (6, y, 6, 4),
+        ),
+        _panel(
+            "stat",
+            "Blocked by cPHulk now",
+            "What cPHulk blocks now: user (users or addresses locked after too many failures), "
+            "ip (addresses blocked for a while) and excessive_ip (addresses blocked for a "
+            "day). Blocks on your own users or office address: WHM's cPHulk page lifts them.",
+            [(f"sum by (kind) (whm_login_blocks{{{SEL}}})", "{{kind}}")],
+            (12, y, 12, 4),
+        ),
+        _panel(
+            "timeseries",
+            "Failed logins by service",
+            "Failed logins cPHulk holds at each moment, by the service logged in to (imap, "
+            "pop3, smtp, cpaneld, ...): a count over its lookback, so a wave rises and falls "
+            "again hours later. Mail passwords guessed at come before a compromised account "
+            "sends.",
+            [(f"sum by (service) (whm_login_failures{{{SEL}}})", "{{service}}")],
+            (0, y + 4, 12, 8),
+        ),
+        _table(
+            "Most failed logins by user or address",
+            "The ten users or addresses (as logged in with) with the most failed logins cPHulk "
+            "holds, one row per service. WhmUserLoginFailures fires when one reaches "
+            "whm:threshold:user_login_failures over every service: someone is guessing its "
+            "password. Make sure it is strong and watch its outgoing mail; cPHulk's page in "
+            "WHM shows the addresses the attempts come from.",
+            "instance, user, service",
+            [(f"{failures} and on (job, instance, user) {top}", "Failed logins", "short")],
+            (12, y + 4, 12, 8),
+            sort_by="Failed logins",
+        ),
+    ]
+
+
+def _deliverability_panels(y: int) -> list[dict[str, Any]]:
+    """The domains whose mail authentication records cPanel does not find valid, from ``y``
+    down, 8 grid rows."""
+    return [
+        _table(
+            "Mail authentication records not valid",
+            "Domains of the selected servers whose SPF, DKIM or PTR record cPanel does not "
+            "find valid (its Email Deliverability checks, every few hours): receivers reject "
+            "or junk their mail. The exporter's /probe?target=...&debug=true shows cPanel's "
+            "state of each; WHM's Email Deliverability page shows the record to publish. "
+            "WhmDomainMailAuthInvalid fires for those of users that sent mail in the last day. "
+            "Click one for the user's sending.",
+            "instance, user, domain, record",
+            [(f"whm_domain_mail_auth_valid{{{SEL}}} == 0", "Valid", "short")],
+            (0, y, 24, 8),
+            hide=("Value",),
+            links=[user_link(table=True)],
+        ),
+    ]
 
 
 def outbound() -> dict[str, Any]:
