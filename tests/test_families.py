@@ -16,12 +16,13 @@ from whm_exporter.whm.parse import MailFlow
 def test_the_registry_keeps_todays_orders() -> None:
     assert list(families.BY_KIND) == list(Kind)
     # The server settings (issue 25) right after the inventory, their rank's first family, and
-    # cPHulk's calls (issue 26) after them.
+    # cPHulk's calls and Exim's queue (issue 26) after them.
     assert (
         Kind.LISTACCTS,
         Kind.POPS,
         Kind.SETTING,
         *LOGIN_KINDS,
+        Kind.MAIL_QUEUE,
         Kind.MAILBOX,
         Kind.SENDERS,
     ) == families.FIRST_TIME
@@ -33,6 +34,7 @@ def test_the_registry_keeps_todays_orders() -> None:
         Kind.LISTACCTS,
         Kind.SETTING,
         Kind.CPHULK,
+        Kind.MAIL_QUEUE,
     ]
 
 

@@ -49,6 +49,7 @@ from whm_exporter.collect.state import Addresses, Kept, Kind, TargetState
 from whm_exporter.config import state_identity
 from whm_exporter.exposition import render_text
 from whm_exporter.families.logins import top_users
+from whm_exporter.families.mail_queue import Queue, QueuedDomain, QueuedSender
 from whm_exporter.metrics import families
 from whm_exporter.probe import snapshot
 from whm_exporter.snapshot import CallRecord, MailboxSample, SenderSample
@@ -73,6 +74,7 @@ MODULE: dict[str, Any] = {
     "mail_flow": {"enabled": True, "windows": ["1h", "1d"], "defer_fail_threshold": 10},
     "server_settings": {"enabled": True},
     "logins": {"enabled": True, "max_users": 2},
+    "mail_queue": {"enabled": True, "max_senders": 1, "age_buckets": ["1h", "1d"]},
 }
 # Monotonic times in the state; the document holds wall-clock ones (wall = monotonic + OFFSET).
 OFFSET = 1_700_000_000.0
@@ -124,6 +126,19 @@ def _state() -> TargetState:
     answer(state, state.logins[Kind.USER_BLOCKS], 1, 4.5)
     answer(state, state.logins[Kind.IP_BLOCKS], 2, 4.5)
     fail(state, state.logins[Kind.EXCESSIVE_BLOCKS], 4.5)
+    # Exim's queue: alice's backlog to gmail.com (one sender left out by max_senders).
+    assert state.queue is not None
+    queue = Queue(
+        40,
+        2,
+        3,
+        573_440,
+        int(OFFSET - 3 * 86400),
+        {"1h": 30, "1d": 1},
+        Kept((QueuedSender("info@alice.example", "alice", 30),), 1),
+        Kept((QueuedDomain("gmail.com", 30), QueuedDomain("yahoo.com", 5)), 0),
+    )
+    answer(state, state.queue, queue, 5.0)
     # The main mailboxes are known from listaccts: one answered early, past max_age at NOW.
     answer(
         state,
@@ -254,6 +269,7 @@ def test_a_kept_state_of_todays_release_restores_to_what_it_served() -> None:
     assert after.server_settings.users
     assert after.logins.failures.users.records
     assert after.logins.blocks
+    assert after.mail_queue.senders.records
 
 
 def test_the_probe_answer_is_byte_for_byte_todays() -> None:
@@ -267,12 +283,12 @@ def test_the_probe_answer_is_byte_for_byte_todays() -> None:
 def test_the_state_identity_digest_is_todays() -> None:
     # Another digest for the same configuration restarts every user's targets cold. (Changed
     # with format 2, issue 25: the server_settings section is part of the identity; and with
-    # issue 26's logins section, format 2 being unreleased.)
-    assert _identity(_state()) == "ba39fff87b2ba66b9105c779d61ac993ea5722ee25c7fbeba02772680104ef58"
+    # issue 26's logins and mail_queue sections, format 2 being unreleased.)
+    assert _identity(_state()) == "dfccd3778b522219d33744157a9c4e9177dc17c94b1940ff5054ccd32c1db4d3"
     plain = loaded({"modules": {"default": {"token": "x"}}}).config.modules["default"]
     assert (
         state_identity(SERVER, plain, {})
-        == "82503995e38ccc4b35318bd8e3ae660a73d0f7fd2730ac1b9db104a6e54c5332"
+        == "fdf8b09d3f613327a806d1f85b27275757614f14fdee6f6f7036698b5aa99a8d"
     )
 
 

@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from whm_exporter import exposition
 from whm_exporter.collect.state import Kept
 from whm_exporter.exposition import render_text, write
-from whm_exporter.families import logins, server_settings
+from whm_exporter.families import logins, mail_queue, server_settings
 from whm_exporter.metrics import families
 from whm_exporter.series import Family
 from whm_exporter.snapshot import (
@@ -76,6 +76,17 @@ def snapshot() -> Snapshot:
                     Kept(tuple(logins.UserFailures(name, "imap", 1) for name in HOSTILE), 2),
                 ),
                 {"user": 1, "ip": 0},
+            ),
+            # A queue's senders and recipient domains are whatever the mail says.
+            "mail_queue": mail_queue.Queue(
+                3000,
+                7,
+                150,
+                2**40,
+                1_700_000_000,
+                {"1h": 2000, "1d": 12},
+                Kept(tuple(mail_queue.QueuedSender(n, "bob", 9) for n in HOSTILE), 5),
+                Kept(tuple(mail_queue.QueuedDomain(n or "x", 9) for n in HOSTILE), 0),
             ),
         },
     )

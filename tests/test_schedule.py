@@ -507,6 +507,7 @@ def test_every_function_is_refreshed_by_its_own_section() -> None:
         mail_flow={"enabled": True, "refresh": "25s"},
         server_settings={"refresh": "7m"},
         logins={"refresh": "90s"},
+        mail_queue={"refresh": "4m"},
     )
     assert schedule.refresh_of(state.module) == {
         Kind.LISTACCTS: 660.0,
@@ -517,6 +518,7 @@ def test_every_function_is_refreshed_by_its_own_section() -> None:
         Kind.MAIL_FLOW: 25.0,
         Kind.SETTING: 420.0,
         **dict.fromkeys(LOGIN_KINDS, 90.0),
+        Kind.MAIL_QUEUE: 240.0,
     }
 
 

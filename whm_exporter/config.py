@@ -175,6 +175,26 @@ class LoginsConfig(StrictModel):
     max_users: int = Field(default=20, ge=0)
 
 
+class MailQueueConfig(StrictModel):
+    """fetch_mail_queue: Exim's queue, the whole of it in one call (WHM runs ``exim -bpra``
+    over every message at each call, so it is asked rarely). Its answer is read as it arrives
+    and reduced to figures: its own answer limit and timeout, sized for big queues."""
+
+    enabled: bool = True
+    refresh: Duration = 300.0
+    max_age: Duration = 900.0
+    # The senders and recipient domains with the most queued messages (0: no limit).
+    max_senders: int = Field(default=20, ge=0)
+    max_domains: int = Field(default=20, ge=0)
+    # Messages queued longer than each of these are counted.
+    age_buckets: Windows = (Window("1h", 3600.0), Window("6h", 21600.0), Window("1d", 86400.0))
+    # About 170 bytes a message: 64 MiB holds some 390,000. Read as a stream: memory does not
+    # grow with it.
+    max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # exim -bpra over a queue of 100,000 messages takes seconds on the server.
+    request_timeout: PositiveDuration = 60.0
+
+
 # Keys of earlier versions and what replaced them: named in the error instead of "unknown key".
 RENAMED = {
     "cache": "`cache` was replaced by `refresh` (an answer this young is not asked again) and"
@@ -203,6 +223,7 @@ class ModuleConfig(StrictModel):
     mail_flow: MailFlowConfig = MailFlowConfig()
     server_settings: ServerSettingsConfig = ServerSettingsConfig()
     logins: LoginsConfig = LoginsConfig()
+    mail_queue: MailQueueConfig = MailQueueConfig()
 
     _secret: SecretStr = PrivateAttr(default=SecretStr(""))
 
@@ -243,6 +264,7 @@ STATE_SECTIONS = (
     "mail_flow",
     "server_settings",
     "logins",
+    "mail_queue",
 )
 
 

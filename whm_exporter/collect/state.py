@@ -48,6 +48,8 @@ class Kind(enum.StrEnum):
     USER_BLOCKS = "get_cphulk_user_brutes"
     IP_BLOCKS = "get_cphulk_brutes"
     EXCESSIVE_BLOCKS = "get_cphulk_excessive_brutes"
+    # Exim's queue, the whole of it in one call.
+    MAIL_QUEUE = "fetch_mail_queue"
 
 
 # One call answers for the whole server: the spam signal's first line.
@@ -204,6 +206,8 @@ class TargetState:
         self.settings: dict[str, Item[TweakSetting]] = {}
         # cPHulk's items, by kind (families/logins.py).
         self.logins: dict[Kind, Item[Any]] = {}
+        # Exim's queue (families/mail_queue.py).
+        self.queue: Item[Any] | None = None
         # The users scraped and their accounts (explicit, discovered, main mailbox).
         self.accounts: dict[str, tuple[str, ...]] = {}
         self.mailbox_function: str | None = None
@@ -234,6 +238,7 @@ class TargetState:
             + len(self.server_wide)
             + len(self.settings)
             + len(self.logins)
+            + (self.queue is not None)
             + listaccts
         )
 
@@ -246,6 +251,8 @@ class TargetState:
             self.settings = {key: self._new(Kind.SETTING, subject=key) for key in SETTING_KEYS}
         if self.module.logins.enabled:
             self.logins = {kind: self._new(kind) for kind in LOGIN_KINDS}
+        if self.module.mail_queue.enabled:
+            self.queue = self._new(Kind.MAIL_QUEUE)
         for user in self.explicit:
             self._sync_user(user)
 

@@ -13,6 +13,7 @@ from whm_exporter.families import (
     discovery,
     logins,
     mail_flow,
+    mail_queue,
     mailboxes,
     senders,
     server_settings,
@@ -28,6 +29,7 @@ FAMILIES: tuple[Family, ...] = (
     mailboxes.FAMILY,
     server_settings.FAMILY,
     logins.FAMILY,
+    mail_queue.FAMILY,
 )
 BY_KIND: dict[Kind, Family] = {kind: f for f in FAMILIES for kind in f.kinds}
 # The families in the order their metrics stand in a probe's output.

@@ -155,6 +155,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="email_send_limits_max_defer_fail_percentage (default: unset, off)",
     )
     p.add_argument(
+        "--queue-messages",
+        type=_whole(0, 200_000),
+        default=30,
+        metavar="N",
+        help="messages in Exim's queue (fetch_mail_queue), a third of them the heavy sender's"
+        " backlog to gmail.com, with bounces and frozen messages; up to 200,000",
+    )
+    p.add_argument(
         "--new-spammer-after",
         type=float,
         default=None,
@@ -206,6 +214,7 @@ def build(args: argparse.Namespace) -> Simulator:
             spam_action=args.spam_action,
             max_emails_per_hour=args.max_emails_per_hour,
             max_defer_fail_percentage=args.max_defer_fail_percentage,
+            queue_messages=args.queue_messages,
         ),
         username=args.username,
         token=args.token,

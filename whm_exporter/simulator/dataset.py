@@ -119,6 +119,9 @@ class Dataset:
     ``between_sender``, the first address of the fifth user reaches 300 unique recipients an
     hour (between a lowered threshold and cPanel's default 500).
 
+    ``queue_messages``: Exim's queue, a third of it the heavy sender's backlog to gmail.com,
+    with bounces and frozen messages (simulator/queue.py).
+
     ``brute_force`` (on by default, as the heavy sender): someone guesses the password of the
     first address of the second user (``brute_forced_address``) over IMAP and SMTP, and cPHulk
     blocks it, the addresses the guesses come from and one of them for a day. ``cphulk``:
@@ -149,6 +152,8 @@ class Dataset:
     max_emails_per_hour: int | None = None
     max_defer_fail_percentage: int | None = None
     min_defer_fail: int = 5
+    # Messages in Exim's queue (simulator/queue.py): a third the heavy sender's backlog.
+    queue_messages: int = 30
 
     @cached_property
     def user_names(self) -> tuple[str, ...]:
@@ -517,4 +522,6 @@ DEMO = Dataset(
     spam_action="hold",
     max_emails_per_hour=200,
     max_defer_fail_percentage=50,
+    # Over the rules' 1000, with 1000 of the heavy sender's to gmail.com (over 100 and 200).
+    queue_messages=3000,
 )

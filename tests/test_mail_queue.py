@@ -1,0 +1,310 @@
+"""Exim's queue (issue 26): fetch_mail_queue read as a stream and reduced to figures, from the
+fixtures of its official example and of real servers' forms, through the client, and end to end
+on the simulator at the issue's size (50,000 messages)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import orjson
+import pytest
+from conftest import WHM, fixture, module, series, value
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from whm_exporter.simulator import Dataset
+from whm_exporter.simulator import queue as simulated
+from whm_exporter.whm.errors import WHMError
+from whm_exporter.whm.queue import MAX_REFUSED_TEXTS, QueueCounts, QueueTally
+from whm_exporter.whm.stream import Records
+
+FUNCTION = "fetch_mail_queue"
+
+
+def read(body: bytes, cutoffs: tuple[float, ...] = (), piece: int = 65536) -> QueueCounts:
+    """``body`` fed to the stream reader in pieces of ``piece`` bytes, as the client does."""
+    tally = QueueTally(cutoffs)
+    reader = Records(FUNCTION, "records", tally.add)
+    for start in range(0, len(body), piece):
+        reader.feed(body[start : start + piece])
+    reader.finish()
+    return tally.counts()
+
+
+def fixture_bytes(name: str) -> bytes:
+    return orjson.dumps(fixture(name))
+
+
+def expected(messages: list[dict[str, Any]], cutoffs: tuple[float, ...]) -> dict[str, Any]:
+    """Every figure, computed plainly from the messages (the reference the reader must meet)."""
+    senders = Counter(m["sender"] for m in messages if m["sender"])
+    domains: Counter[str] = Counter()
+    for m in messages:
+        domains.update({r.rsplit("@", 1)[1].lower() for r in m["recipients"] if "@" in r})
+    return {
+        "messages": len(messages),
+        "frozen": sum(m["frozen"] for m in messages),
+        "bounces": sum(1 for m in messages if m["sender"] == ""),
+        "size_bytes": sum(m["size"] for m in messages),
+        "oldest": min((m["time"] for m in messages), default=None),
+        "aged": tuple(sum(1 for m in messages if m["time"] < c) for c in cutoffs),
+        "senders": senders,
+        "domains": domains,
+    }
+
+
+def figures(counts: QueueCounts) -> dict[str, Any]:
+    return {
+        "messages": counts.messages,
+        "frozen": counts.frozen,
+        "bounces": counts.bounces,
+        "size_bytes": counts.size_bytes,
+        "oldest": counts.oldest,
+        "aged": counts.aged,
+        "senders": counts.senders,
+        "domains": counts.domains,
+    }
+
+
+# --- the answers ---------------------------------------------------------------------------------
+
+
+def test_the_official_example() -> None:
+    counts = read(fixture_bytes("fetch_mail_queue.official.json"), (1371552781.0, 1371552782.0))
+    assert (counts.messages, counts.frozen, counts.bounces) == (1, 0, 0)
+    assert (counts.size_bytes, counts.oldest, counts.aged) == (14336, 1371552781, (0, 1))
+    assert counts.senders == {"elvis@graceland.com": 1}
+    assert counts.domains == {"graceland.com": 1}
+    assert counts.users == {}
+    assert counts.refused == 0
+
+
+def test_real_servers_forms_a_bounce_frozen_a_held_message_and_a_delivered_address() -> None:
+    body = fixture("fetch_mail_queue.real_forms.json")
+    counts = read(orjson.dumps(body), (1717990000.0,))
+    assert figures(counts) == expected(body["data"]["records"], (1717990000.0,))
+    # The bounce (sender "") counts as a bounce, never as a sender.
+    assert counts.bounces == 1
+    assert "" not in counts.senders
+    # One message to three addresses, two of them at one domain: that domain counts it once.
+    assert counts.domains["mail.example"] == 2
+    # Exim names the user of the message cPanel holds.
+    assert counts.users == {"news@cedar003.example": "cedar003"}
+
+
+def test_a_message_without_time_costs_only_itself() -> None:
+    counts = read(fixture_bytes("fetch_mail_queue.malformed.json"))
+    assert (counts.messages, counts.refused) == (1, 1)
+    assert counts.size_bytes == 2048
+    assert counts.refused_texts == ("queued message 1: has no 'time'",)
+
+
+@pytest.mark.parametrize(
+    ("change", "text"),
+    [
+        ({"time": "yesterday"}, "time is not a whole number"),
+        ({"sender": None}, "has no sender string"),
+        ({"recipients": "a@b.c"}, "has no recipients list"),
+        ({"size": "14K"}, "size is not a whole number"),
+        ({"frozen": 2}, "frozen is not 0 or 1"),
+    ],
+)
+def test_a_message_with_a_bad_field_costs_only_itself(change: dict[str, Any], text: str) -> None:
+    body = fixture("fetch_mail_queue.real_forms.json")
+    body["data"]["records"][1].update(change)
+    counts = read(orjson.dumps(body))
+    assert (counts.messages, counts.refused) == (3, 1)
+    assert text in counts.refused_texts[0]
+
+
+def test_a_message_that_is_not_an_object_costs_only_itself() -> None:
+    body = fixture("fetch_mail_queue.real_forms.json")
+    body["data"]["records"].insert(0, ["not", "a", "message"])
+    counts = read(orjson.dumps(body))
+    assert (counts.messages, counts.refused) == (4, 1)
+    assert counts.refused_texts == ("queued message 0: is list, expected an object",)
+
+
+def test_refused_texts_stop_at_their_limit_and_the_count_goes_on() -> None:
+    tally = QueueTally(())
+    for _ in range(MAX_REFUSED_TEXTS + 5):
+        tally.add({"sender": "a@b.c"})
+    counts = tally.counts()
+    assert counts.refused == MAX_REFUSED_TEXTS + 5
+    assert len(counts.refused_texts) == MAX_REFUSED_TEXTS
+
+
+def test_frozen_reads_ints_strings_and_booleans() -> None:
+    tally = QueueTally(())
+    for frozen in (1, "1", True, 0, "0", False):
+        tally.add({"time": 1, "sender": "a@b.c", "recipients": [], "size": 1, "frozen": frozen})
+    assert (tally.counts().messages, tally.counts().frozen) == (6, 3)
+
+
+def test_an_empty_queue_has_no_oldest_message() -> None:
+    body = orjson.dumps({"data": {"records": []}, "metadata": {"result": 1, "reason": "OK"}})
+    counts = read(body, (1.0,))
+    assert (counts.messages, counts.oldest, counts.aged) == (0, None, (0,))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"data": {}, "metadata": {"result": 1}},
+        {"data": None, "metadata": {"result": 1}},
+        {"data": {"records": {"a": 1}}, "metadata": {"result": 1}},
+        {"metadata": {"result": 1}},
+    ],
+)
+def test_an_answer_without_a_records_list_is_refused(body: Any) -> None:
+    with pytest.raises(WHMError, match=r"^protocol: answer has no data\.records list"):
+        read(orjson.dumps(body))
+
+
+def test_whms_refusal_keeps_its_reason() -> None:
+    body = {"metadata": {"result": 0, "reason": "Permission denied"}}
+    with pytest.raises(WHMError, match=r"^api: Permission denied$"):
+        read(orjson.dumps(body))
+
+
+@settings(max_examples=40, deadline=None)
+@given(piece=st.integers(min_value=1, max_value=4096), seed=st.integers(0, 2**16))
+def test_the_figures_do_not_depend_on_how_the_answer_arrives(piece: int, seed: int) -> None:
+    ds = Dataset(seed=seed, queue_messages=60)
+    started = 1_700_000_000
+    messages = list(simulated.messages(ds, started))
+    cutoffs = (started - 3600.0, started - 86400.0)
+    counts = read(simulated.body(ds, started), cutoffs, piece)
+    assert figures(counts) == expected(messages, cutoffs)
+
+
+# --- end to end -----------------------------------------------------------------------------------
+
+
+def queue_only(url: str, **overrides: Any) -> dict[str, Any]:
+    """The queue and the inventory (its users name the senders)."""
+    sections = {
+        "mailboxes": {"enabled": False},
+        "unique_recipients": {"enabled": False},
+        "mail_flow": {"enabled": False},
+        "server_settings": {"enabled": False},
+        "logins": {"enabled": False},
+    }
+    return module(url, **{**sections, **overrides})
+
+
+async def test_a_50000_message_queue_every_figure_exact_and_asked_once_per_refresh(
+    start_whm, start_exporter
+) -> None:
+    # The issue's server: a third of the queue one sender's backlog to gmail.com, frozen
+    # messages, bounces, the oldest three days old.
+    ds = Dataset(accounts=40, users=8, queue_messages=50_000)
+    whm: WHM = await start_whm(ds)
+    running = await start_exporter(queue_only(whm.url, mail_queue={"max_senders": 5}))
+    first = await running.probe()
+    second = await running.probe()
+    assert whm.sim.stats.calls[FUNCTION] == 1
+    messages = list(simulated.messages(ds, whm.sim.started_wall))
+    spammer = ds.heavy_sender_address
+    assert spammer is not None
+    # A third of the queue: every third message after the oldest.
+    third = 16_667
+    # The buckets count from the call's time; no message lies within minutes of an edge.
+    now = time.time()
+    want = expected(messages, (now - 3600, now - 6 * 3600, now - 86400))
+    assert want["senders"][spammer] == third
+    assert want["domains"][simulated.PROVIDER] == third
+    assert want["frozen"]
+    assert want["bounces"]
+    assert want["oldest"] == whm.sim.started_wall - 3 * 86400
+    for found in (first, second):
+        assert value(found, "whm_mail_queue_messages") == want["messages"]
+        assert value(found, "whm_mail_queue_frozen_messages") == want["frozen"]
+        assert value(found, "whm_mail_queue_bounce_messages") == want["bounces"]
+        assert value(found, "whm_mail_queue_size_bytes") == want["size_bytes"]
+        assert value(found, "whm_mail_queue_oldest_message_timestamp_seconds") == want["oldest"]
+        aged = {
+            dict(k)["older_than"]: v
+            for k, v in series(found, "whm_mail_queue_aged_messages").items()
+        }
+        assert aged == dict(zip(("1h", "6h", "1d"), want["aged"], strict=True))
+        senders = {
+            (dict(k)["sender"], dict(k)["user"]): v
+            for k, v in series(found, "whm_mail_queue_sender_messages").items()
+        }
+        top = sorted(want["senders"].items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+        assert senders == {(s, ds.owner(s) or ""): n for s, n in top}
+        assert senders[(spammer, ds.heavy_user)] == third
+        domains = {
+            dict(k)["domain"]: v
+            for k, v in series(found, "whm_mail_queue_recipient_domain_messages").items()
+        }
+        assert domains == dict(sorted(want["domains"].items(), key=lambda kv: (-kv[1], kv[0]))[:20])
+        assert value(found, "whm_series_dropped", metric="whm_mail_queue_sender_messages") == (
+            len(want["senders"]) - 5
+        )
+        assert not series(found, "whm_api_errors")
+    assert value(first, "whm_data_items", function=FUNCTION, state="fresh") == 1
+    assert value(second, "whm_data_items", function=FUNCTION, state="kept") == 1
+
+
+async def test_a_sender_not_on_the_server_has_an_empty_user_and_exims_user_wins(
+    start_whm, start_exporter
+) -> None:
+    ds = Dataset(accounts=8, users=2, queue_messages=300, spam_action="hold")
+    whm: WHM = await start_whm(ds)
+    found = await (await start_exporter(queue_only(whm.url, mail_queue={"max_senders": 0}))).probe()
+    users = {
+        dict(k)["sender"]: dict(k)["user"] for k in series(found, "whm_mail_queue_sender_messages")
+    }
+    assert users[ds.heavy_sender_address or ""] == ds.heavy_user
+    messages = list(simulated.messages(ds, whm.sim.started_wall))
+    # Every sender of the simulated queue is an address of the server.
+    assert users == {m["sender"]: ds.owner(m["sender"]) for m in messages if m["sender"]}
+
+
+async def test_a_queue_beyond_its_answer_limit_is_an_error_naming_the_size_and_the_rest_stays(
+    start_whm, start_exporter
+) -> None:
+    ds = Dataset(accounts=8, users=2, queue_messages=2_000)
+    whm: WHM = await start_whm(ds)
+    config = module(whm.url, mail_queue={"max_response_bytes": 65536})
+    found = await (await start_exporter(config)).probe()
+    assert value(found, "whm_api_errors", function=FUNCTION, reason="protocol") == 1
+    assert not series(found, "whm_mail_queue_messages")
+    assert value(found, "whm_up") == 1
+    assert value(found, "whm_data_items", function="get_mailbox_status_list", state="missing") == 0
+    assert len(simulated.body(ds, whm.sim.started_wall)) > 65536
+
+
+async def test_a_reseller_refused_costs_one_error_per_refresh_and_the_probe_is_whole(
+    start_whm, start_exporter
+) -> None:
+    ds = Dataset(accounts=8, users=2, folders=2)
+    whm: WHM = await start_whm(ds, faults={FUNCTION: "api_denied"})
+    running = await start_exporter(module(whm.url))
+    first = await running.probe()
+    assert value(first, "whm_api_errors", function=FUNCTION, reason="api") == 1
+    for found in (first, await running.probe(), await running.probe()):
+        assert value(found, "whm_up") == 1
+        assert value(found, "whm_probe_deadline_exceeded") == 0
+        assert value(found, "whm_data_items", function=FUNCTION, state="missing") == 1
+        assert (
+            value(found, "whm_data_items", function="get_mailbox_status_list", state="missing") == 0
+        )
+        assert not series(found, "whm_mail_queue_messages")
+    assert whm.sim.stats.calls[FUNCTION] == 1
+    assert value(found, "whm_api_call_errors_total", function=FUNCTION, reason="api") == 1
+
+
+@pytest.mark.parametrize("fault", ["garbage", "html200", "empty", "list_body", "deep_nesting"])
+async def test_an_answer_cut_short_or_not_json_is_a_protocol_error(
+    start_whm, start_exporter, fault: str
+) -> None:
+    whm: WHM = await start_whm(Dataset(accounts=4, users=1), faults={FUNCTION: fault})
+    found = await (await start_exporter(queue_only(whm.url))).probe()
+    assert value(found, "whm_api_errors", function=FUNCTION, reason="protocol") == 1
+    assert not series(found, "whm_mail_queue_messages")
+    assert value(found, "whm_up") == 1
