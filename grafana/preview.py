@@ -168,6 +168,7 @@ def simulator_flags(dataset: Dataset) -> list[str]:
         "--spam-action": dataset.spam_action,
         "--max-emails-per-hour": dataset.max_emails_per_hour,
         "--max-defer-fail-percentage": dataset.max_defer_fail_percentage,
+        "--queue-messages": dataset.queue_messages,
     }
     return [
         *(flag for flag, on in switches.items() if on),
