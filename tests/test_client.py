@@ -336,3 +336,89 @@ def test_a_session_holds_no_cookies_and_as_many_connections_as_the_bound() -> No
             assert session.connector.limit == 3
 
     asyncio.run(check())
+
+
+# --- a call's own options (Exim's queue, the mail DNS batches) ----------------------------------
+
+
+class Pieces:
+    """A stream reader that keeps what it was fed, piece by piece."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> None:
+        self.pieces.append(chunk)
+
+    def finish(self) -> int:
+        return sum(len(p) for p in self.pieces)
+
+
+async def test_a_tuple_repeats_its_parameter(client: WHMClient) -> None:
+    # validate_current_spfs takes its domains as domain=a&domain=b.
+    with aioresponses() as mocked:
+        mocked.get(ANY, payload={"metadata": {"result": 1}})
+        await client.call("validate_current_spfs", {"domain": ("a.example", "b.example")})
+    (_, url), _ = next(iter(mocked.requests.items()))
+    assert url.query.getall("domain") == ["a.example", "b.example"]
+    assert url.query["api.version"] == "1"
+
+
+async def test_a_streamed_answer_is_fed_whole_and_its_reader_answers_for_it() -> None:
+    # More than one read of 64 KiB (aioresponses cannot stream much more).
+    text = b'{"data": "' + b"q" * 100_000 + b'"}'
+    async with aiohttp.ClientSession() as session:
+        client = WHMClient(
+            session, URL, "root", SecretStr(TOKEN), request_timeout=5, max_response_bytes=2048
+        )
+        reader = Pieces()
+        with aioresponses() as mocked:
+            mocked.get(ANY, body=text)
+            # The call's own cap replaces the client's 2 KiB.
+            got = await client.call("fetch_mail_queue", stream=reader, max_bytes=2**20)
+    assert got == len(text)
+    assert b"".join(reader.pieces) == text
+    assert len(reader.pieces) > 1
+
+
+async def test_a_streamed_answer_past_its_cap_is_refused_naming_the_cap(client: WHMClient) -> None:
+    reader = Pieces()
+    with aioresponses() as mocked:
+        mocked.get(ANY, body=b"[" + b"1," * 50_000 + b"1]")
+        with pytest.raises(WHMError) as err:
+            await client.call("fetch_mail_queue", stream=reader, max_bytes=65536)
+    assert (err.value.reason, err.value.detail) == (
+        "protocol",
+        "answer exceeds the cap of 65536 bytes",
+    )
+    # Nothing past the cap reached the reader.
+    assert sum(len(p) for p in reader.pieces) <= 65536
+
+
+async def test_a_reader_refusing_the_text_is_a_protocol_error_with_the_start_of_it(
+    client: WHMClient,
+) -> None:
+    class Refusing(Pieces):
+        def feed(self, chunk: bytes) -> None:
+            raise ValueError("not JSON")
+
+    with aioresponses() as mocked:
+        mocked.get(ANY, body="<html>WHM login</html>")
+        with pytest.raises(WHMError) as err:
+            await client.call("fetch_mail_queue", stream=Refusing())
+    assert (err.value.reason, err.value.detail) == (
+        "protocol",
+        not_json("'<html>WHM login</html>'"),
+    )
+
+
+async def test_a_calls_own_timeout_replaces_the_clients() -> None:
+    async with aiohttp.ClientSession() as session:
+        client = WHMClient(
+            session, URL, "root", SecretStr(TOKEN), request_timeout=5, max_response_bytes=2048
+        )
+        with aioresponses() as mocked:
+            mocked.get(ANY, exception=TimeoutError())
+            with pytest.raises(WHMError) as err:
+                await client.call("fetch_mail_queue", request_timeout=60)
+    assert err.value.detail == "no complete answer within 60s"
