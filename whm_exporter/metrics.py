@@ -112,7 +112,8 @@ def families(s: Snapshot) -> list[Family]:
         *chain.from_iterable(f.render(s) for f in EXPOSED),
         Family(
             "whm_series_dropped",
-            "Series left out by folder filters, min_count or max_senders_per_user.",
+            "Series left out by filters and limits (folder filters, min_count,"
+            " max_senders_per_user, logins.max_users, mail_queue.max_senders and max_domains).",
             ("metric",),
             [((m,), n) for m, n in sorted(s.dropped.items())],
         ),
