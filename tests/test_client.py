@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import ssl
 from collections.abc import AsyncIterator
@@ -422,3 +423,33 @@ async def test_a_calls_own_timeout_replaces_the_clients() -> None:
             with pytest.raises(WHMError) as err:
                 await client.call("fetch_mail_queue", request_timeout=60)
     assert err.value.detail == "no complete answer within 60s"
+
+
+async def test_the_loop_runs_between_the_pieces_of_a_streamed_answer() -> None:
+    # aiohttp hands back what it holds without a turn of the loop; parsing a piece of Exim's
+    # queue takes milliseconds, so without a yield per piece the loop would stall for all.
+    turns = 0
+    seen: list[int] = []
+
+    class Watching(Pieces):
+        def feed(self, chunk: bytes) -> None:
+            seen.append(turns)
+            super().feed(chunk)
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    async with aiohttp.ClientSession() as session:
+        client = WHMClient(
+            session, URL, "root", SecretStr(TOKEN), request_timeout=5, max_response_bytes=2**20
+        )
+        counter = asyncio.create_task(count_turns())
+        with aioresponses() as mocked:
+            mocked.get(ANY, body=b"[" + b"1," * 50_000 + b"1]")
+            await client.call("fetch_mail_queue", stream=Watching())
+        counter.cancel()
+    assert len(seen) > 1
+    assert all(b > a for a, b in itertools.pairwise(seen))

@@ -194,6 +194,9 @@ class WHMClient:
                     raise WHMError("protocol", f"answer exceeds the cap of {cap} bytes")
                 first = first or chunk
                 reader.feed(chunk)
+                # aiohttp hands buffered pieces back without a turn of the loop: each piece
+                # costs milliseconds to parse, so let the loop run between them.
+                await asyncio.sleep(0)
             return reader.finish()
         except WHMError:
             raise

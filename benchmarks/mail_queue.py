@@ -1,8 +1,8 @@
 """What reading Exim's queue costs the exporter (issue 26): fetch_mail_queue at 10,000, 50,000,
 100,000 and 200,000 messages.
 
-    python benchmarks/queue.py                          # the four sizes, then 50,000 all on
-    python benchmarks/queue.py --sizes 50000 --probes 5 --no-all-families
+    python benchmarks/mail_queue.py                          # the four sizes, then 50,000 all on
+    python benchmarks/mail_queue.py --sizes 50000 --probes 5 --no-all-families
 
 For each size the simulator (``--queue-messages N``) runs in a process of its own, and its answer
 is built by one call of this process before the exporter starts (the simulator makes the body at
@@ -43,21 +43,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.request import Request, urlopen
-
-if __name__ == "queue":
-    # ``python benchmarks/<any>.py`` puts this folder first on sys.path, so ``import queue``
-    # anywhere (concurrent.futures' thread pool: asyncio.to_thread in storage.py) finds this
-    # file: the standard library's module takes its place, as if it had been found.
-    import importlib.util
-    import sysconfig
-
-    _spec = importlib.util.spec_from_file_location(
-        "queue", Path(sysconfig.get_path("stdlib")) / "queue.py"
-    )
-    assert _spec is not None
-    assert _spec.loader is not None
-    sys.modules["queue"] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules["queue"])
 
 BENCHMARKS = Path(__file__).resolve().parent
 ROOT = BENCHMARKS.parent
