@@ -264,14 +264,17 @@ def test_windows_end_end_time_lag_behind_the_clock() -> None:
     assert time_range(state, "1d", 100_000.0) == {"start_time": 13_510, "end_time": 99_910}
     discovered(state, 1.0)
     senders = plan(state.senders[("bob", "1h")], state, 100_000.0)
+    assert senders is not None
     assert senders.params == {"user": "bob", "start_time": 96_310, "end_time": 99_910}
     totals = plan(state.totals["1h"], state, 100_000.0)
+    assert totals is not None
     assert totals.params == {"start_time": 96_310, "end_time": 99_910}
 
 
 def test_mail_flow_windows_use_whms_parameter_names() -> None:
     state = state_for(mail_flow={"windows": ["2h"], "delivery_type": "local"})
     call = plan(state.mail_flow["2h"], state, 10_000.0)
+    assert call is not None
     assert call.function == "emailtrack_user_stats"
     assert call.params == {"starttime": 2_740, "endtime": 9_940, "deliverytype": "local"}
 
