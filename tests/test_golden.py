@@ -17,9 +17,9 @@ call in flight), and an outsider (``nobody``) the server-wide answers name. Pinn
 
 Format 2 (issue 25) adds each account's caps, the limit markers' numbers and the server settings
 to the state (and a section to the identity); before its release, issue 26 adds cPHulk's answers
-(and the logins section). The format-1 files, written by whm-exporter at
-commit d62a864 (``kept-state-v1.*``), stay as the witness of the release before: such a file is
-a logged cold start, neither restored nor set aside as damaged.
+and the mail DNS checks (and the logins and dns_auth sections). The format-1 files, written by
+whm-exporter at commit d62a864 (``kept-state-v1.*``), stay as the witness of the release before:
+such a file is a logged cold start, neither restored nor set aside as damaged.
 
 Regenerate the fixture files after a change meant to be visible with
 ``WHM_GOLDEN_UPDATE=1 .venv/bin/python -m pytest tests/test_golden.py`` and review the diff. The
@@ -48,6 +48,7 @@ from whm_exporter.collect import persist
 from whm_exporter.collect.state import Addresses, Kept, Kind, TargetState
 from whm_exporter.config import state_identity
 from whm_exporter.exposition import render_text
+from whm_exporter.families.dns_auth import Checked
 from whm_exporter.families.logins import top_users
 from whm_exporter.metrics import families
 from whm_exporter.probe import snapshot
@@ -73,6 +74,7 @@ MODULE: dict[str, Any] = {
     "mail_flow": {"enabled": True, "windows": ["1h", "1d"], "defer_fail_threshold": 10},
     "server_settings": {"enabled": True},
     "logins": {"enabled": True, "max_users": 2},
+    "dns_auth": {"enabled": True},
 }
 # Monotonic times in the state; the document holds wall-clock ones (wall = monotonic + OFFSET).
 OFFSET = 1_700_000_000.0
@@ -143,6 +145,14 @@ def _state() -> TargetState:
     for user, mailboxes in disk.items():
         addresses = tuple(sorted(m.address for m in mailboxes if not m.main))
         answer(state, state.pops[user], Addresses(addresses, mailboxes), 5.0)
+    # The mail DNS of the addresses' domains (x: alice's, dave.example: dave's): an SPF record
+    # not valid, a DKIM record missing beside a domain WHM refused alone, the PTRs refused.
+    spf = Checked({"dave.example": "INVALID", "x": "VALID"}, {})
+    answer(state, state.dns_auth[Kind.SPF], spf, 6.0)
+    refused = "API failure: (XID 1a2b3c) The user “root” does not control a domain named “x”."
+    dkim = Checked({"dave.example": "MISSING"}, {"x": refused})
+    answer(state, state.dns_auth[Kind.DKIM], dkim, 6.0)
+    fail(state, state.dns_auth[Kind.PTR], 6.0)
     for t, ((user, account), item) in enumerate(sorted(state.mailboxes.items())):
         if (user, account) == ("carol", "carol"):
             continue
@@ -254,6 +264,8 @@ def test_a_kept_state_of_todays_release_restores_to_what_it_served() -> None:
     assert after.server_settings.users
     assert after.logins.failures.users.records
     assert after.logins.blocks
+    assert after.dns_auth.checks
+    assert after.dns_auth.left_out
 
 
 def test_the_probe_answer_is_byte_for_byte_todays() -> None:
@@ -267,12 +279,12 @@ def test_the_probe_answer_is_byte_for_byte_todays() -> None:
 def test_the_state_identity_digest_is_todays() -> None:
     # Another digest for the same configuration restarts every user's targets cold. (Changed
     # with format 2, issue 25: the server_settings section is part of the identity; and with
-    # issue 26's logins section, format 2 being unreleased.)
-    assert _identity(_state()) == "ba39fff87b2ba66b9105c779d61ac993ea5722ee25c7fbeba02772680104ef58"
+    # issue 26's logins and dns_auth sections, format 2 being unreleased.)
+    assert _identity(_state()) == "4350b62fe0bb4218874a39f529e0c2cf2602f857b70b4ae76c69b44834da64dd"
     plain = loaded({"modules": {"default": {"token": "x"}}}).config.modules["default"]
     assert (
         state_identity(SERVER, plain, {})
-        == "82503995e38ccc4b35318bd8e3ae660a73d0f7fd2730ac1b9db104a6e54c5332"
+        == "c86bd415254613b209f58d427583a6149272f299908a6632a299fab79ffc6e46"
     )
 
 

@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from whm_exporter import exposition
 from whm_exporter.collect.state import Kept
 from whm_exporter.exposition import render_text, write
-from whm_exporter.families import logins, server_settings
+from whm_exporter.families import dns_auth, logins, server_settings
 from whm_exporter.metrics import families
 from whm_exporter.series import Family
 from whm_exporter.snapshot import (
@@ -76,6 +76,13 @@ def snapshot() -> Snapshot:
                     Kept(tuple(logins.UserFailures(name, "imap", 1) for name in HOSTILE), 2),
                 ),
                 {"user": 1, "ip": 0},
+            ),
+            # A domain is what the inventory's addresses say after their "@".
+            "dns_auth": dns_auth.MailAuth(
+                tuple(
+                    dns_auth.DomainState("bob", name or "x", "spf", "INVALID") for name in HOSTILE
+                ),
+                (),
             ),
         },
     )

@@ -25,7 +25,7 @@ import pytest
 import yaml
 from conftest import TOKEN, WHM, Running, Samples, require_tool, wait_until
 
-from whm_exporter.simulator.dataset import DEMO, FILL_SECONDS
+from whm_exporter.simulator.dataset import DEMO, DNS_PROBLEMS, FILL_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "prometheus" / "whm-exporter.rules.yml"
@@ -96,6 +96,8 @@ EXPECTED = {
     "whm_login_failures",
     "whm_user_login_failures",
     "whm_login_blocks",
+    # The mail domains' SPF, DKIM and PTR records (issue 26).
+    "whm_domain_mail_auth_valid",
     "whm_exporter_build_info",
     "whm_exporter_probes_total",
     "whm_exporter_api_requests_total",
@@ -106,8 +108,8 @@ EXPECTED = {
     "whm_exporter_load_budget",
 }
 PENDING = {
-    # Exim's queue and the domains' mail DNS (issue 26): the rules read some already; all are
-    # listed so none has data here before it moves to EXPECTED.
+    # Exim's queue (issue 26): the rules read some already; all are listed so none has data
+    # here before it moves to EXPECTED.
     "whm_mail_queue_messages",
     "whm_mail_queue_frozen_messages",
     "whm_mail_queue_bounce_messages",
@@ -116,7 +118,6 @@ PENDING = {
     "whm_mail_queue_aged_messages",
     "whm_mail_queue_sender_messages",
     "whm_mail_queue_recipient_domain_messages",
-    "whm_domain_mail_auth_valid",
 }
 # Alerts the simulator's heavy sender (and its cPanel user) must trigger, once their metrics
 # are served; the metrics each needs.
@@ -132,13 +133,24 @@ HEAVY_ALERTS = {
     },
     # Not the heavy sender's: the demo's brute-forced address (ALERT_USERS).
     "WhmUserLoginFailures": {"whm_user_login_failures"},
+    # Its domain's SPF record does not name the server (and the demo's other users with a
+    # record not valid send mail too: ALERT_USERS).
+    "WhmDomainMailAuthInvalid": {"whm_domain_mail_auth_valid", "whm_user_mail_sent_messages"},
 }
+# The demo's users with a mail DNS record cPanel finds not valid that send mail.
+DNS_USERS = {
+    DATASET.user_names[i]
+    for i, _, _ in DNS_PROBLEMS
+    if DATASET.mail_flow(DATASET.user_names[i], 3600).sent
+}
+assert HEAVY_USER in DNS_USERS
 # The users each of them picks, when not the heavy sender's alone: the between sender is over
 # its server's own threshold only (the rules read whm_outbound_spam_threshold_recipients).
 ALERT_USERS = {
     "WhmOutboundSpamSuspected": {HEAVY_USER, BETWEEN_USER},
     # The demo's brute-forced address: cPHulk holds 36 failed logins of it.
     "WhmUserLoginFailures": {DATASET.brute_forced_address},
+    "WhmDomainMailAuthInvalid": DNS_USERS,
 }
 NAME = re.compile(r"\b(whm[_:][a-z0-9_:]+|up)\b")
 

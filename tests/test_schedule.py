@@ -8,7 +8,7 @@ from statekit import POPS, SENDING, USERS, answer, discovered, fail, order, stat
 
 from whm_exporter.collect import schedule
 from whm_exporter.collect.calls import plan, time_range
-from whm_exporter.collect.state import LOGIN_KINDS, Addresses, Kept, Kind, Stage
+from whm_exporter.collect.state import DNS_KINDS, LOGIN_KINDS, Addresses, Kept, Kind, Stage
 from whm_exporter.whm import parse
 
 
@@ -510,6 +510,7 @@ def test_every_function_is_refreshed_by_its_own_section() -> None:
         mail_flow={"enabled": True, "refresh": "25s"},
         server_settings={"refresh": "7m"},
         logins={"refresh": "90s"},
+        dns_auth={"refresh": "5h"},
     )
     assert schedule.refresh_of(state.module) == {
         Kind.LISTACCTS: 660.0,
@@ -520,6 +521,7 @@ def test_every_function_is_refreshed_by_its_own_section() -> None:
         Kind.MAIL_FLOW: 25.0,
         Kind.SETTING: 420.0,
         **dict.fromkeys(LOGIN_KINDS, 90.0),
+        **dict.fromkeys(DNS_KINDS, 18000.0),
     }
 
 
