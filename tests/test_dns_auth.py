@@ -17,7 +17,7 @@ import pytest
 from conftest import WHM, Running, fixture, module, series, value
 from statekit import state_for
 
-from whm_exporter.collect.state import DNS_KINDS, Addresses
+from whm_exporter.collect.state import DNS_KINDS, Addresses, Kind
 from whm_exporter.families.dns_auth import domains_of
 from whm_exporter.simulator import Dataset
 from whm_exporter.simulator.dataset import DEMO, DNS_PROBLEMS
@@ -313,7 +313,10 @@ async def test_no_probe_waits_for_the_mail_dns(start_whm, start_exporter) -> Non
             await whm.sim.stats.called.wait()
 
     await asyncio.wait_for(stuck(), 10)
+    spf = running.exporter.targets["t"].state.dns_auth[Kind.SPF]
     found = await running.probe(**{"X-Prometheus-Scrape-Timeout-Seconds": "30"})
+    # Answered while the call was (and is still) in flight.
+    assert spf.in_flight
     assert value(found, "whm_probe_deadline_exceeded") == 0
     # Well within the call's 10 s: the probe did not wait for it.
     duration = value(found, "whm_probe_duration_seconds")
