@@ -25,12 +25,13 @@ def state_for(
     explicit: dict[str, tuple[str, ...]] | None = None, *, learned: bool = True, **module: Any
 ) -> TargetState:
     """A target's state; ``learned``: the mailbox function is known (no one-at-a-time start).
-    Mail flow, the server settings, the logins and the queue are off unless asked: most of
-    these tests are about the other items."""
+    Mail flow, the server settings, the logins, the queue and the mail DNS are off unless
+    asked: most of these tests are about the other items."""
     module.setdefault("mail_flow", {"enabled": False})
     module.setdefault("server_settings", {"enabled": False})
     module.setdefault("logins", {"enabled": False})
     module.setdefault("mail_queue", {"enabled": False})
+    module.setdefault("dns_auth", {"enabled": False})
     document = {"modules": {"default": {"token": "x", **module}}}
     config = loaded(document).config
     state = TargetState(config.modules["default"], explicit or {})

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from whm_exporter import families
-from whm_exporter.collect.state import LOGIN_KINDS, Kind
+from whm_exporter.collect.state import DNS_KINDS, LOGIN_KINDS, Kind
 from whm_exporter.families import mailboxes, senders
 from whm_exporter.families.base import Fields
 from whm_exporter.snapshot import MailboxSample
@@ -16,7 +16,8 @@ from whm_exporter.whm.parse import MailFlow
 def test_the_registry_keeps_todays_orders() -> None:
     assert list(families.BY_KIND) == list(Kind)
     # The server settings (issue 25) right after the inventory, their rank's first family, and
-    # cPHulk's calls and Exim's queue (issue 26) after them.
+    # cPHulk's calls and Exim's queue (issue 26) after them; the mail DNS (issue 26) after
+    # everything else.
     assert (
         Kind.LISTACCTS,
         Kind.POPS,
@@ -25,6 +26,7 @@ def test_the_registry_keeps_todays_orders() -> None:
         Kind.MAIL_QUEUE,
         Kind.MAILBOX,
         Kind.SENDERS,
+        *DNS_KINDS,
     ) == families.FIRST_TIME
     assert [f.kinds[0] for f in families.EXPOSED] == [
         Kind.MAILBOX,
@@ -35,6 +37,7 @@ def test_the_registry_keeps_todays_orders() -> None:
         Kind.SETTING,
         Kind.CPHULK,
         Kind.MAIL_QUEUE,
+        Kind.SPF,
     ]
 
 

@@ -16,10 +16,11 @@ call in flight), and an outsider (``nobody``) the server-wide answers name. Pinn
 - the kept-state Document's JSON schema: ``fixtures/kept-state-v2.schema.json``.
 
 Format 2 (issue 25) adds each account's caps, the limit markers' numbers and the server settings
-to the state (and a section to the identity); before its release, issue 26 adds cPHulk's answers
-(and the logins section). The format-1 files, written by whm-exporter at
-commit d62a864 (``kept-state-v1.*``), stay as the witness of the release before: such a file is
-a logged cold start, neither restored nor set aside as damaged.
+to the state (and a section to the identity); before its release, issue 26 adds cPHulk's
+answers, Exim's queue and the mail DNS checks (and the logins, mail_queue and dns_auth
+sections). The format-1 files, written by whm-exporter at commit d62a864
+(``kept-state-v1.*``), stay as the witness of the release before: such a file is a logged cold
+start, neither restored nor set aside as damaged.
 
 Regenerate the fixture files after a change meant to be visible with
 ``WHM_GOLDEN_UPDATE=1 .venv/bin/python -m pytest tests/test_golden.py`` and review the diff. The
@@ -48,6 +49,7 @@ from whm_exporter.collect import persist
 from whm_exporter.collect.state import Addresses, Kept, Kind, TargetState
 from whm_exporter.config import state_identity
 from whm_exporter.exposition import render_text
+from whm_exporter.families.dns_auth import Checked
 from whm_exporter.families.logins import top_users
 from whm_exporter.families.mail_queue import Queue, QueuedDomain, QueuedSender
 from whm_exporter.metrics import families
@@ -75,6 +77,7 @@ MODULE: dict[str, Any] = {
     "server_settings": {"enabled": True},
     "logins": {"enabled": True, "max_users": 2},
     "mail_queue": {"enabled": True, "max_senders": 1, "age_buckets": ["1h", "1d"]},
+    "dns_auth": {"enabled": True},
 }
 # Monotonic times in the state; the document holds wall-clock ones (wall = monotonic + OFFSET).
 OFFSET = 1_700_000_000.0
@@ -158,6 +161,14 @@ def _state() -> TargetState:
     for user, mailboxes in disk.items():
         addresses = tuple(sorted(m.address for m in mailboxes if not m.main))
         answer(state, state.pops[user], Addresses(addresses, mailboxes), 5.0)
+    # The mail DNS of the addresses' domains (x: alice's, dave.example: dave's): an SPF record
+    # not valid, a DKIM record missing beside a domain WHM refused alone, the PTRs refused.
+    spf = Checked({"dave.example": "INVALID", "x": "VALID"}, {})
+    answer(state, state.dns_auth[Kind.SPF], spf, 6.0)
+    refused = "API failure: (XID 1a2b3c) The user “root” does not control a domain named “x”."
+    dkim = Checked({"dave.example": "MISSING"}, {"x": refused})
+    answer(state, state.dns_auth[Kind.DKIM], dkim, 6.0)
+    fail(state, state.dns_auth[Kind.PTR], 6.0)
     for t, ((user, account), item) in enumerate(sorted(state.mailboxes.items())):
         if (user, account) == ("carol", "carol"):
             continue
@@ -270,6 +281,8 @@ def test_a_kept_state_of_todays_release_restores_to_what_it_served() -> None:
     assert after.logins.failures.users.records
     assert after.logins.blocks
     assert after.mail_queue.senders.records
+    assert after.dns_auth.checks
+    assert after.dns_auth.left_out
 
 
 def test_the_probe_answer_is_byte_for_byte_todays() -> None:
@@ -283,12 +296,12 @@ def test_the_probe_answer_is_byte_for_byte_todays() -> None:
 def test_the_state_identity_digest_is_todays() -> None:
     # Another digest for the same configuration restarts every user's targets cold. (Changed
     # with format 2, issue 25: the server_settings section is part of the identity; and with
-    # issue 26's logins and mail_queue sections, format 2 being unreleased.)
-    assert _identity(_state()) == "dfccd3778b522219d33744157a9c4e9177dc17c94b1940ff5054ccd32c1db4d3"
+    # issue 26's logins, mail_queue and dns_auth sections, format 2 being unreleased.)
+    assert _identity(_state()) == "5c3c185f4485ad75918f7254b42db962ac0406c88a1c24fca328508184888443"
     plain = loaded({"modules": {"default": {"token": "x"}}}).config.modules["default"]
     assert (
         state_identity(SERVER, plain, {})
-        == "fdf8b09d3f613327a806d1f85b27275757614f14fdee6f6f7036698b5aa99a8d"
+        == "95a230e5c126afeeef61de5380360946b876c922c48034cca9fb0f908a81cb65"
     )
 
 

@@ -10,6 +10,7 @@ import pytest
 from conftest import WHM, fixture, module, series, value
 
 from whm_exporter.simulator import Dataset
+from whm_exporter.simulator.app import Params
 from whm_exporter.whm import parse
 from whm_exporter.whm.errors import WHMError
 
@@ -77,10 +78,10 @@ async def test_window_and_delivery_type_are_sent_as_whm_names_them(
     start_whm, start_exporter
 ) -> None:
     whm: WHM = await start_whm(DATASET)
-    seen: list[dict[str, str]] = []
+    seen: list[Params] = []
     real = whm.sim.answer
 
-    def spy(function: str, params: dict[str, str]) -> dict[str, Any]:
+    def spy(function: str, params: Params) -> dict[str, Any]:
         if function == FLOW:
             seen.append(params)
         return real(function, params)

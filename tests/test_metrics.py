@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from whm_exporter import exposition
 from whm_exporter.collect.state import Kept
 from whm_exporter.exposition import render_text, write
-from whm_exporter.families import logins, mail_queue, server_settings
+from whm_exporter.families import dns_auth, logins, mail_queue, server_settings
 from whm_exporter.metrics import families
 from whm_exporter.series import Family
 from whm_exporter.snapshot import (
@@ -87,6 +87,13 @@ def snapshot() -> Snapshot:
                 {"1h": 2000, "1d": 12},
                 Kept(tuple(mail_queue.QueuedSender(n, "bob", 9) for n in HOSTILE), 5),
                 Kept(tuple(mail_queue.QueuedDomain(n or "x", 9) for n in HOSTILE), 0),
+            ),
+            # A domain is what the inventory's addresses say after their "@".
+            "dns_auth": dns_auth.MailAuth(
+                tuple(
+                    dns_auth.DomainState("bob", name or "x", "spf", "INVALID") for name in HOSTILE
+                ),
+                (),
             ),
         },
     )

@@ -45,6 +45,8 @@ async def test_the_official_examples_report_the_mail_flow_of_a_user_the_target_d
         # No official example of the per-user totals: the senders are asked user by user.
         unique_recipients={"per_user_totals": False},
         users={"username": ["example1@example.com"]},
+        # The simulator does not host example.com: its mail DNS is another test's (test_dns_auth).
+        dns_auth={"enabled": False},
     )
     found = await (await start_exporter(document)).probe()
     assert value(found, "whm_user_mail_sent_messages", user="example", window="1h") == 14

@@ -25,7 +25,7 @@ import pytest
 import yaml
 from conftest import TOKEN, WHM, Running, Samples, require_tool, wait_until
 
-from whm_exporter.simulator.dataset import DEMO, FILL_SECONDS
+from whm_exporter.simulator.dataset import DEMO, DNS_PROBLEMS, FILL_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "prometheus" / "whm-exporter.rules.yml"
@@ -96,6 +96,8 @@ EXPECTED = {
     "whm_login_failures",
     "whm_user_login_failures",
     "whm_login_blocks",
+    # The mail domains' SPF, DKIM and PTR records (issue 26).
+    "whm_domain_mail_auth_valid",
     "whm_exporter_build_info",
     "whm_exporter_probes_total",
     "whm_exporter_api_requests_total",
@@ -114,11 +116,9 @@ EXPECTED = {
     "whm_mail_queue_sender_messages",
     "whm_mail_queue_recipient_domain_messages",
 }
-PENDING = {
-    # The domains' mail DNS (issue 26): the rules read it already; listed so it has no data
-    # here before it moves to EXPECTED.
-    "whm_domain_mail_auth_valid",
-}
+# Metrics the rules or dashboards read that no probe serves yet: none since issue 26 (listed
+# here so none has data before it moves to EXPECTED).
+PENDING: set[str] = set()
 # Alerts the simulator's heavy sender (and its cPanel user) must trigger, once their metrics
 # are served; the metrics each needs.
 HEAVY_ALERTS = {
@@ -135,16 +135,27 @@ HEAVY_ALERTS = {
     "WhmUserLoginFailures": {"whm_user_login_failures"},
     # Its backlog to gmail.com in Exim's queue.
     "WhmMailQueueSenderBacklog": {"whm_mail_queue_sender_messages"},
+    # Its domain's SPF record does not name the server (and the demo's other users with a
+    # record not valid send mail too: ALERT_USERS).
+    "WhmDomainMailAuthInvalid": {"whm_domain_mail_auth_valid", "whm_user_mail_sent_messages"},
 }
 # The queue's alerts of the whole server (no user): the demo's queue holds 1,500 messages, some
 # frozen, the oldest three days old, 500 of them to gmail.com (and no other domain over 200).
 QUEUE_ALERTS = ("WhmMailQueueLarge", "WhmMailQueueFrozen", "WhmMailQueueOldMessage")
+# The demo's users with a mail DNS record cPanel finds not valid that send mail.
+DNS_USERS = {
+    DATASET.user_names[i]
+    for i, _, _ in DNS_PROBLEMS
+    if DATASET.mail_flow(DATASET.user_names[i], 3600).sent
+}
+assert HEAVY_USER in DNS_USERS
 # The users each of them picks, when not the heavy sender's alone: the between sender is over
 # its server's own threshold only (the rules read whm_outbound_spam_threshold_recipients).
 ALERT_USERS = {
     "WhmOutboundSpamSuspected": {HEAVY_USER, BETWEEN_USER},
     # The demo's brute-forced address: cPHulk holds 36 failed logins of it.
     "WhmUserLoginFailures": {DATASET.brute_forced_address},
+    "WhmDomainMailAuthInvalid": DNS_USERS,
 }
 NAME = re.compile(r"\b(whm[_:][a-z0-9_:]+|up)\b")
 

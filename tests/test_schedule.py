@@ -8,7 +8,7 @@ from statekit import POPS, SENDING, USERS, answer, discovered, fail, order, stat
 
 from whm_exporter.collect import schedule
 from whm_exporter.collect.calls import plan, time_range
-from whm_exporter.collect.state import LOGIN_KINDS, Addresses, Kept, Kind, Stage
+from whm_exporter.collect.state import DNS_KINDS, LOGIN_KINDS, Addresses, Kept, Kind, Stage
 from whm_exporter.whm import parse
 
 
@@ -264,14 +264,17 @@ def test_windows_end_end_time_lag_behind_the_clock() -> None:
     assert time_range(state, "1d", 100_000.0) == {"start_time": 13_510, "end_time": 99_910}
     discovered(state, 1.0)
     senders = plan(state.senders[("bob", "1h")], state, 100_000.0)
+    assert senders is not None
     assert senders.params == {"user": "bob", "start_time": 96_310, "end_time": 99_910}
     totals = plan(state.totals["1h"], state, 100_000.0)
+    assert totals is not None
     assert totals.params == {"start_time": 96_310, "end_time": 99_910}
 
 
 def test_mail_flow_windows_use_whms_parameter_names() -> None:
     state = state_for(mail_flow={"windows": ["2h"], "delivery_type": "local"})
     call = plan(state.mail_flow["2h"], state, 10_000.0)
+    assert call is not None
     assert call.function == "emailtrack_user_stats"
     assert call.params == {"starttime": 2_740, "endtime": 9_940, "deliverytype": "local"}
 
@@ -508,6 +511,7 @@ def test_every_function_is_refreshed_by_its_own_section() -> None:
         server_settings={"refresh": "7m"},
         logins={"refresh": "90s"},
         mail_queue={"refresh": "4m"},
+        dns_auth={"refresh": "5h"},
     )
     assert schedule.refresh_of(state.module) == {
         Kind.LISTACCTS: 660.0,
@@ -519,6 +523,7 @@ def test_every_function_is_refreshed_by_its_own_section() -> None:
         Kind.SETTING: 420.0,
         **dict.fromkeys(LOGIN_KINDS, 90.0),
         Kind.MAIL_QUEUE: 240.0,
+        **dict.fromkeys(DNS_KINDS, 18000.0),
     }
 
 

@@ -195,6 +195,18 @@ class MailQueueConfig(StrictModel):
     request_timeout: PositiveDuration = 60.0
 
 
+class DnsAuthConfig(StrictModel):
+    """validate_current_spfs, validate_current_dkims and validate_current_ptrs: whether cPanel
+    finds each mail domain's SPF, DKIM and PTR records valid, the domains in batches. The checks
+    make cPanel ask DNS for every domain: read seldom, and no probe waits for them."""
+
+    enabled: bool = True
+    refresh: Duration = 21600.0
+    max_age: Duration = 86400.0
+    # Domains per call (each call repeats its domain parameter).
+    domains_per_call: int = Field(50, ge=1, le=1000)
+
+
 # Keys of earlier versions and what replaced them: named in the error instead of "unknown key".
 RENAMED = {
     "cache": "`cache` was replaced by `refresh` (an answer this young is not asked again) and"
@@ -224,6 +236,7 @@ class ModuleConfig(StrictModel):
     server_settings: ServerSettingsConfig = ServerSettingsConfig()
     logins: LoginsConfig = LoginsConfig()
     mail_queue: MailQueueConfig = MailQueueConfig()
+    dns_auth: DnsAuthConfig = DnsAuthConfig()
 
     _secret: SecretStr = PrivateAttr(default=SecretStr(""))
 
@@ -265,6 +278,7 @@ STATE_SECTIONS = (
     "server_settings",
     "logins",
     "mail_queue",
+    "dns_auth",
 )
 
 

@@ -18,6 +18,7 @@ from whm_exporter import __version__
 from whm_exporter.durations import format_duration
 from whm_exporter.exporter import Exporter
 from whm_exporter.exposition import WithoutCreated, render_text, write
+from whm_exporter.families import EXPOSED
 from whm_exporter.metrics import families
 from whm_exporter.request import BadRequest, probe_timeout
 from whm_exporter.series import Family
@@ -154,6 +155,9 @@ def _debug_text(name: str, timeout: float, s: Snapshot, fams: Sequence[Family]) 
         subject = f" {c.subject}" if c.subject else ""
         detail = f" ({c.detail})" if c.detail else ""
         lines.append(f"  {c.function}{subject}: {c.outcome} in {c.seconds * 1000:.0f}ms{detail}")
+    for family in EXPOSED:
+        if said := family.debug(s):
+            lines += ["", *said]
     lines += ["", "Metrics:", render_text(fams).decode()]
     return "\n".join(lines)
 

@@ -25,8 +25,9 @@ def time_range(
     return span(state.module, windows_of(state.module), window, wall, names)
 
 
-def plan(item: Item[Any], state: TargetState, wall: float) -> Call:
-    """The call that answers ``item`` now (``wall``: the time of day, for windows)."""
+def plan(item: Item[Any], state: TargetState, wall: float) -> Call | None:
+    """The call that answers ``item`` now (``wall``: the time of day, for windows); None when
+    its family answered it without one."""
     return BY_KIND[item.kind].plan(item, state, wall)
 
 

@@ -133,9 +133,12 @@ class Collection:
         )
 
     def pending(self) -> bool:
-        """Whether calls are in flight or items may still be asked in this round."""
-        in_flight = bool(self.state.in_flight)
-        return in_flight or schedule.count_eligible(self.state, self._clock(), self.refresh, 1) > 0
+        """Whether calls a probe waits for are in flight or such items may still be asked in
+        this round (the background families' go on beside the probes)."""
+        if any(schedule.waited_for(item) for item in self.state.in_flight):
+            return True
+        now = self._clock()
+        return schedule.count_eligible(self.state, now, self.refresh, 1, waited=True) > 0
 
     def _changed(self, *, urgent: bool = True) -> None:
         """Wake the waiting probes when what they wait for may have come: a call of the spam
@@ -230,7 +233,8 @@ class Collection:
 
     async def _ask(self, item: Item[Any]) -> bool:
         call = calls.plan(item, self.state, self._wall())
-        while True:
+        answered = item.answered_at
+        while call is not None:
             started = self._clock()
             try:
                 body = await self._fetch(call, urgent=item.urgent)
@@ -244,11 +248,15 @@ class Collection:
                 if calls.fallback(self.state, call, err):
                     call = calls.plan(item, self.state, self._wall())
                     continue
-                if call.on_error is not None and (instead := call.on_error(err)) is not None:
+                if call.on_error is None:
+                    return False
+                if (instead := call.on_error(err)) is not None:
                     # A batch split to find the one part the server refuses.
                     call = await self._paced(instead)
                     continue
-                return False
+                # The item failed, unless its family answered it without this part (a batch's
+                # last domain left out).
+                return item.answered_at != answered
             except Exception as err:
                 # A bug or an answer nobody foresaw costs this one item, never its siblings.
                 log.exception("WHM call failed unexpectedly", extra={"target": self.name})
@@ -261,6 +269,8 @@ class Collection:
                 call = await self._paced(following)
                 continue
             return True
+        # Nothing to ask: its family answered the item without a call (no domain to check).
+        return True
 
     async def _paced(self, call: Call) -> Call:
         """The next call of an item asked in several: it waits for the server's load budget as

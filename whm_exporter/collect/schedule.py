@@ -60,6 +60,11 @@ _SENDERS_FIRST = (
 )
 
 
+def waited_for(item: Item[Any]) -> bool:
+    """Whether a probe waits for ``item``'s calls (its family says so)."""
+    return item.kind not in _BACKGROUND
+
+
 def refresh_of(module: ModuleConfig) -> dict[Kind, float]:
     """How long an answer of each kind is not asked again, as its family says."""
     return families.refresh_of(module)

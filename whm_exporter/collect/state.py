@@ -50,6 +50,11 @@ class Kind(enum.StrEnum):
     EXCESSIVE_BLOCKS = "get_cphulk_excessive_brutes"
     # Exim's queue, the whole of it in one call.
     MAIL_QUEUE = "fetch_mail_queue"
+    # Whether cPanel finds each mail domain's SPF, DKIM and PTR records valid: one item each,
+    # its domains asked in batches.
+    SPF = "validate_current_spfs"
+    DKIM = "validate_current_dkims"
+    PTR = "validate_current_ptrs"
 
 
 # One call answers for the whole server: the spam signal's first line.
@@ -74,6 +79,10 @@ LOGIN_KINDS = (
     Kind.IP_BLOCKS,
     Kind.EXCESSIVE_BLOCKS,
 )
+
+
+# The mail DNS checks, one item per record kind (families/dns_auth.py).
+DNS_KINDS = (Kind.SPF, Kind.DKIM, Kind.PTR)
 
 
 class Stage(enum.StrEnum):
@@ -208,6 +217,9 @@ class TargetState:
         self.logins: dict[Kind, Item[Any]] = {}
         # Exim's queue (families/mail_queue.py).
         self.queue: Item[Any] | None = None
+        # The mail DNS checks, by kind (families/dns_auth.py): in a lane once the inventory
+        # names a domain, so none is asked with nothing to check.
+        self.dns_auth: dict[Kind, Item[Any]] = {}
         # The users scraped and their accounts (explicit, discovered, main mailbox).
         self.accounts: dict[str, tuple[str, ...]] = {}
         self.mailbox_function: str | None = None
@@ -239,6 +251,7 @@ class TargetState:
             + len(self.settings)
             + len(self.logins)
             + (self.queue is not None)
+            + len(self.dns_auth)
             + listaccts
         )
 
@@ -253,6 +266,8 @@ class TargetState:
             self.logins = {kind: self._new(kind) for kind in LOGIN_KINDS}
         if self.module.mail_queue.enabled:
             self.queue = self._new(Kind.MAIL_QUEUE)
+        if self.module.dns_auth.enabled:
+            self.dns_auth = {kind: Item(kind) for kind in DNS_KINDS}
         for user in self.explicit:
             self._sync_user(user)
 
@@ -324,6 +339,20 @@ class TargetState:
                     self.outside.discard(found)
                     if not found.in_flight:
                         self._lane_of(found).append(found)
+        self._queue_dns(user, accounts)
+
+    def _queue_dns(self, user: str, accounts: tuple[str, ...]) -> None:
+        """The mail DNS items join their lanes when the inventory first names a domain (a
+        user's main domain or an address's), once listaccts has answered: a pass that began
+        with the explicit users' domains alone would ask the rest in batches of their own."""
+        waiting = [i for i in self.dns_auth.values() if i.lane is None and not i.in_flight]
+        listing = self.listaccts.answer if self.listaccts is not None else {}
+        if not waiting or listing is None:
+            return
+        account = listing.get(user)
+        if (account is not None and account.domain) or any("@" in a for a in accounts):
+            for item in waiting:
+                self._lane_of(item).append(item)
 
     def _drop_user(self, user: str) -> None:
         for account in self.accounts.pop(user):

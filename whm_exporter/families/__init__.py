@@ -11,6 +11,7 @@ from whm_exporter.collect.state import Kind
 from whm_exporter.config import ModuleConfig, Window
 from whm_exporter.families import (
     discovery,
+    dns_auth,
     logins,
     mail_flow,
     mail_queue,
@@ -30,6 +31,7 @@ FAMILIES: tuple[Family, ...] = (
     server_settings.FAMILY,
     logins.FAMILY,
     mail_queue.FAMILY,
+    dns_auth.FAMILY,
 )
 BY_KIND: dict[Kind, Family] = {kind: f for f in FAMILIES for kind in f.kinds}
 # The families in the order their metrics stand in a probe's output.

@@ -56,7 +56,7 @@ class Call:
     max_bytes: int | None = None
     # One item asked in several calls (batches): the next call once this one is kept (None
     # when the item is answered), and the call to make instead when this one failed (None:
-    # the item failed).
+    # the item failed, unless on_error answered it: a batch's last part left out).
     then: Callable[[], Call | None] | None = None
     on_error: Callable[[WHMError], Call | None] | None = None
 
@@ -191,8 +191,10 @@ class Family:
 
     # --- calls ------------------------------------------------------------------------------
 
-    def plan(self, item: Item[Any], state: TargetState, wall: float) -> Call:
-        """The call that answers ``item`` now (``wall``: the time of day, for windows)."""
+    def plan(self, item: Item[Any], state: TargetState, wall: float) -> Call | None:
+        """The call that answers ``item`` now (``wall``: the time of day, for windows); None
+        when there is nothing to ask and the family answered the item itself (``now``: its
+        ``attempted_at``)."""
         raise NotImplementedError
 
     def fallback(self, state: TargetState, call: Call, err: WHMError) -> bool:
@@ -241,6 +243,11 @@ class Family:
     def render(self, s: Snapshot) -> list[MetricFamily]:
         """Its metric families, named and explained here and nowhere else."""
         raise NotImplementedError
+
+    def debug(self, s: Snapshot) -> list[str]:
+        """Lines for the debug page (/probe?debug=true) that no metric holds: a heading, then
+        indented lines; nothing when there is nothing to say."""
+        return []
 
 
 class KeptFamily(Family):

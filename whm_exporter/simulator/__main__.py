@@ -124,6 +124,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="cPHulk is off: cphulk_status says 0, its lists answer 'cPHulk is disabled'",
     )
+    p.add_argument(
+        "--dns-all-valid",
+        action="store_true",
+        help="every mail DNS record valid: by default the first user's domain has an invalid SPF"
+        " record, the third user's no DKIM record, and the second user's PTR does not name"
+        " its HELO (validate_current_spfs, validate_current_dkims, validate_current_ptrs)",
+    )
     settings = p.add_argument_group("the server's Tweak Settings (get_tweaksetting)")
     settings.add_argument(
         "--spam-threshold",
@@ -209,6 +216,7 @@ def build(args: argparse.Namespace) -> Simulator:
             between_sender=args.between_sender,
             brute_force=not args.no_brute_force,
             cphulk=not args.cphulk_off,
+            dns_all_valid=args.dns_all_valid,
             spam_detection=not args.spam_detection_off,
             spam_threshold=args.spam_threshold,
             spam_action=args.spam_action,

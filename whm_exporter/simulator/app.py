@@ -23,13 +23,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from whm_exporter.simulator import queue
-from whm_exporter.simulator.dataset import Dataset
+from whm_exporter.simulator.dataset import HOSTNAME, Dataset
 from whm_exporter.simulator.faults import FAULTS
 from whm_exporter.simulator.load import Server, slowdown_at
 from whm_exporter.whm.parse import Folder
 
+# A call's parameters: a name may repeat (validate_current_spfs: domain=a&domain=b).
+Params = MultiMapping[str]
 # Function -> server role that disables it (cPanel's Whostmgr/API/1/Mailboxes.pm and Email.pm
 # need MailReceive, Exim.pm needs MailSend; each function's reference page notes the role).
 ROLES = {
@@ -58,6 +61,8 @@ CPHULK_HOLDS = {
 # (with --latency, which models time at all).
 EXIM_SECONDS_PER_MESSAGE = 20e-6
 # Each row carries the country of its address (real servers' rows, not the reference's).
+# The server's address as validate_current_* report it (a documentation range, RFC 5737).
+SERVER_IP = "198.51.100.10"
 COUNTRIES = {
     "203.0.113.": ("NL", "Netherlands"),
     "198.51.100.": ("US", "United States"),
@@ -187,7 +192,7 @@ class Simulator:
         self._random = random.Random(seed)
         self._folder_cache: dict[tuple[Dataset, str], list[Folder]] = {}
         self._capacity: tuple[int, asyncio.Semaphore] | None = None
-        self._handlers: dict[str, Callable[[dict[str, str]], object]] = {
+        self._handlers: dict[str, Callable[[Params], object]] = {
             "listaccts": self._listaccts,
             "list_pops_for": self._list_pops_for,
             "get_mailbox_status": self._mailbox_status,
@@ -202,6 +207,9 @@ class Simulator:
             "get_cphulk_user_brutes": self._cphulk_user_brutes,
             "get_cphulk_brutes": self._cphulk_brutes,
             "get_cphulk_excessive_brutes": self._cphulk_excessive_brutes,
+            "validate_current_spfs": self._spfs,
+            "validate_current_dkims": self._dkims,
+            "validate_current_ptrs": self._ptrs,
         }
 
     def app(self) -> web.Application:
@@ -290,7 +298,7 @@ class Simulator:
     async def _respond(self, request: web.Request, function: str) -> web.StreamResponse:
         if self.knobs.latency:
             await self._work()
-        params = dict(request.query)
+        params = request.query
         fault = self._fault(function, params)
         if fault:
             return await FAULTS[fault](request, function)
@@ -321,7 +329,7 @@ class Simulator:
         async with self._capacity[1]:
             await self.load.serve(seconds)
 
-    def answer(self, function: str, params: dict[str, str]) -> dict[str, Any]:
+    def answer(self, function: str, params: Params) -> dict[str, Any]:
         """The JSON body WHM would send for this call."""
         if params.get("api.version") != "1":
             return {"metadata": {"result": 0, "reason": "WHM API 0 is not served here"}}
@@ -359,7 +367,7 @@ class Simulator:
             body["metadata"].update({"__chunked": 1, "overflowed": 1})
         return body
 
-    def _fault(self, function: str, params: dict[str, str]) -> str | None:
+    def _fault(self, function: str, params: Params) -> str | None:
         subject = params.get("account") or params.get("user") or params.get("cpanel.user")
         for key in (f"{function}:{subject}", subject, function):
             if key and key in self.knobs.faults:
@@ -373,13 +381,13 @@ class Simulator:
         return str(value) if self.knobs.string_counters else value
 
     @staticmethod
-    def _required(params: dict[str, str], name: str) -> str:
+    def _required(params: Params, name: str) -> str:
         value = params.get(name, "")
         if not value:
             raise Failure(f"Provide the “{name}” parameter.")
         return value
 
-    def _listaccts(self, params: dict[str, str]) -> object:
+    def _listaccts(self, params: Params) -> object:
         ds = self.dataset
         accts = [
             {
@@ -396,7 +404,7 @@ class Simulator:
         ]
         return {"acct": accts}
 
-    def _tweak_setting(self, params: dict[str, str]) -> object:
+    def _tweak_setting(self, params: Params) -> object:
         """get_tweaksetting as its reference answers (its official example's shape): an unset
         key has no ``value`` member; a key or module it does not know is "Invalid tweaksetting
         key" (result 0, without the "API failure" prefix, as real servers word it)."""
@@ -407,7 +415,7 @@ class Simulator:
         value = settings[key]
         return {"tweaksetting": {"key": key} if value is None else {"key": key, "value": value}}
 
-    def _cphulk_status(self, params: dict[str, str]) -> object:
+    def _cphulk_status(self, params: Params) -> object:
         return {"is_enabled": int(self.dataset.cphulk), "service": "cPHulk"}
 
     def _cphulk_rows(self, function: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -439,31 +447,102 @@ class Simulator:
         ]
         return self._cphulk_rows(function, rows)
 
-    def _cphulk_failed_logins(self, params: dict[str, str]) -> object:
+    def _cphulk_failed_logins(self, params: Params) -> object:
         function = "get_cphulk_failed_logins"
         return {"failed_logins": self._failures(function, self.dataset.login_failures())}
 
-    def _cphulk_user_brutes(self, params: dict[str, str]) -> object:
+    def _cphulk_user_brutes(self, params: Params) -> object:
         blocked = [(u, "imap", ip) for u, ip in self.dataset.login_blocks()[0]]
         return {"user_brutes": self._failures("get_cphulk_user_brutes", blocked)}
 
     def _blocked(self, function: str, addresses: list[str]) -> list[Any]:
         return self._cphulk_rows(function, [{"ip": ip, "notes": ""} for ip in addresses])
 
-    def _cphulk_brutes(self, params: dict[str, str]) -> object:
+    def _cphulk_brutes(self, params: Params) -> object:
         return {"brutes": self._blocked("get_cphulk_brutes", self.dataset.login_blocks()[1])}
 
-    def _cphulk_excessive_brutes(self, params: dict[str, str]) -> object:
+    def _cphulk_excessive_brutes(self, params: Params) -> object:
         function = "get_cphulk_excessive_brutes"
         return {"excessive_brutes": self._blocked(function, self.dataset.login_blocks()[2])}
 
-    def _list_pops_for(self, params: dict[str, str]) -> object:
+    def _checked(self, params: Params, record: str) -> list[tuple[str, str]]:
+        """validate_current_*: (domain, state) of each ``domain`` asked (the parameter repeated),
+        in no stable order. A domain the server does not have fails the whole call, as real
+        servers do."""
+        domains = params.getall("domain", [])
+        if not domains:
+            raise Failure("Provide the “domain” parameter.")
+        for domain in domains:
+            if domain.lower() not in self.dataset.hosted_domains:
+                raise Failure(
+                    f"The user “{self.username}” does not control a domain named “{domain}”."
+                )
+        checked = [(d, self.dataset.mail_auth(d.lower())[record]) for d in domains]
+        self._random.shuffle(checked)
+        return checked
+
+    def _spfs(self, params: Params) -> object:
+        """validate_current_spfs as real servers answer: state INVALID for a record that does not
+        name the server."""
+        payload = []
+        for domain, state in self._checked(params, "spf"):
+            valid = f"v=spf1 +a +mx +ip4:{SERVER_IP} ~all"
+            current = valid if state == "VALID" else "v=spf1 +a +mx ip4:203.0.113.0/24 -all"
+            payload.append(
+                {
+                    "domain": domain,
+                    "ip_address": SERVER_IP,
+                    "ip_version": 4,
+                    "records": [{"current": current, "state": state}],
+                    "state": state,
+                }
+            )
+        return {"payload": payload}
+
+    def _dkims(self, params: Params) -> object:
+        """validate_current_dkims: each item names the record, default._domainkey.<domain>."""
+        payload = []
+        for domain, state in self._checked(params, "dkim"):
+            key = "v=DKIM1; k=rsa; p=MIIB..."
+            payload.append(
+                {
+                    "domain": f"default._domainkey.{domain}",
+                    "expected": key,
+                    "records": [] if state == "MISSING" else [{"current": key, "state": state}],
+                    "state": state,
+                    "validity_cache_update": "valid" if state == "VALID" else "invalid",
+                }
+            )
+        return {"payload": payload}
+
+    def _ptrs(self, params: Params) -> object:
+        """validate_current_ptrs as real servers answer: HELO_MISMATCH when the PTR resolves back
+        to the address but does not name the domain's HELO."""
+        payload = []
+        for domain, state in self._checked(params, "ptr"):
+            payload.append(
+                {
+                    "arpa_domain": "10.100.51.198.in-addr.arpa",
+                    "domain": domain,
+                    "helo": HOSTNAME if state == "VALID" else f"mail.{domain}",
+                    "ip_address": SERVER_IP,
+                    "ip_version": 4,
+                    "nameservers": [f"ns1.{HOSTNAME}"],
+                    "ptr_records": [
+                        {"domain": HOSTNAME, "forward_records": [SERVER_IP], "state": "VALID"}
+                    ],
+                    "state": state,
+                }
+            )
+        return {"payload": payload}
+
+    def _list_pops_for(self, params: Params) -> object:
         user = self._required(params, "user")
         if user not in self.dataset.pops:
             raise Failure(f"The “{user}” user does not exist.")
         return {"pops": list(self.dataset.pops[user])}
 
-    def _folders(self, params: dict[str, str]) -> list[dict[str, Any]]:
+    def _folders(self, params: Params) -> list[dict[str, Any]]:
         account = self._required(params, "account")
         if self.dataset.owner(account) is None:
             raise Failure(f"“{account}” is not a valid email account.")
@@ -495,15 +574,13 @@ class Simulator:
     def _guid(account: str, folder: str) -> str:
         return hashlib.md5(f"{account}/{folder}".encode(), usedforsecurity=False).hexdigest()
 
-    def _mailbox_status_list(self, params: dict[str, str]) -> object:
+    def _mailbox_status_list(self, params: Params) -> object:
         return {"mailboxes": self._folders(params)}
 
-    def _mailbox_status(self, params: dict[str, str]) -> object:
+    def _mailbox_status(self, params: Params) -> object:
         return {f.pop("mailbox"): f for f in self._folders(params)}
 
-    def _window(
-        self, params: dict[str, str], names: tuple[str, str] = ("start_time", "end_time")
-    ) -> float:
+    def _window(self, params: Params, names: tuple[str, str] = ("start_time", "end_time")) -> float:
         first, last = names
         start_text = self._required(params, first)
         end_text = self._required(params, last)
@@ -525,7 +602,7 @@ class Simulator:
             for address, (at, _) in self.knobs.spammers.items()
         )
 
-    def _mail_flow(self, params: dict[str, str]) -> object:
+    def _mail_flow(self, params: Params) -> object:
         window = self._window(params, ("starttime", "endtime"))
         delivery = params.get("deliverytype")
         if delivery not in (None, "remote", "remote-or-faildefer", "local"):
@@ -558,7 +635,7 @@ class Simulator:
             records = records[: len(records) // 2]
         return {"records": records}
 
-    def _uapi(self, params: dict[str, str]) -> object:
+    def _uapi(self, params: Params) -> object:
         """uapi_cpanel: WHM answers for the passthrough; the UAPI result says how it went."""
         user = self._required(params, "cpanel.user")
         module = self._required(params, "cpanel.module")
@@ -607,7 +684,7 @@ class Simulator:
                 counts[address] = round(rate * window / 3600)
         return counts
 
-    def _senders(self, params: dict[str, str]) -> object:
+    def _senders(self, params: Params) -> object:
         user = self._required(params, "user")
         window = self._window(params)
         counts = self.sender_counts(user, window)
@@ -617,7 +694,7 @@ class Simulator:
             ]
         }
 
-    def _user_totals(self, params: dict[str, str]) -> object:
+    def _user_totals(self, params: Params) -> object:
         window = self._window(params)
         rows = []
         for user in self.dataset.mail_users:

@@ -97,6 +97,9 @@ BRUTE_SOURCES = ("203.0.113.7", "198.51.100.44")
 # A mistyped password now and then: (user index, service) of the failures every server has.
 # cpaneld logins name the cPanel user, the mail services an address.
 TYPOS = ((0, "pop3"), (2, "smtp"), (3, "cpaneld"), (4, "imap"))
+# The mail DNS records cPanel finds not valid: (user index, record, state). The heavy sender's
+# user sends mail with an SPF record that does not name the server (WhmDomainMailAuthInvalid).
+DNS_PROBLEMS = ((0, "spf", "INVALID"), (2, "dkim", "MISSING"), (1, "ptr", "HELO_MISMATCH"))
 
 
 def _rng(*parts: object) -> random.Random:
@@ -121,6 +124,11 @@ class Dataset:
 
     ``queue_messages``: Exim's queue, a third of it the heavy sender's backlog to gmail.com,
     with bounces and frozen messages (simulator/queue.py).
+    ``dns_all_valid`` off (the default, as the heavy sender): cPanel finds some mail DNS
+    records not valid (``mail_auth``): the heavy sender's user's domain has an SPF record
+    that does not name the server (``INVALID``), the third user's no DKIM record
+    (``MISSING``), and the second user's PTR does not name the server's HELO
+    (``HELO_MISMATCH``).
 
     ``brute_force`` (on by default, as the heavy sender): someone guesses the password of the
     first address of the second user (``brute_forced_address``) over IMAP and SMTP, and cPHulk
@@ -145,6 +153,7 @@ class Dataset:
     # On by default, as the heavy sender is: a server without either shows little.
     brute_force: bool = True
     cphulk: bool = True
+    dns_all_valid: bool = False
     # The server's Tweak Settings (get_tweaksetting), as a new server has them; None: unset.
     spam_detection: bool = True
     spam_threshold: int = 500
@@ -240,6 +249,20 @@ class Dataset:
         if not self.cphulk or brute is None:
             return [], [], []
         return [(brute, BRUTE_SOURCES[0])], list(BRUTE_SOURCES), [BRUTE_SOURCES[0]]
+
+    @cached_property
+    def hosted_domains(self) -> frozenset[str]:
+        """The domains the server has (one per user): those validate_current_* checks."""
+        return frozenset(self.domain(u) for u in self.user_names)
+
+    def mail_auth(self, domain: str) -> dict[str, str]:
+        """The state cPanel gives each record of a hosted domain: spf, dkim, ptr."""
+        states = {"spf": "VALID", "dkim": "VALID", "ptr": "VALID"}
+        if not self.dns_all_valid:
+            for index, record, state in DNS_PROBLEMS:
+                if index < len(self.user_names) and domain == self.domain(self.user_names[index]):
+                    states[record] = state
+        return states
 
     def tweak_settings(self) -> dict[str, str | None]:
         """The server's Tweak Settings as get_tweaksetting gives them: strings, None unset."""

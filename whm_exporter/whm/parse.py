@@ -592,3 +592,43 @@ def cphulk_blocks(body: object, function: str) -> CphulkRows[None]:
     address blocked."""
     key = {"get_cphulk_brutes": "brutes", "get_cphulk_excessive_brutes": "excessive_brutes"}
     return _cphulk_rows(body, function, key[function], _blocked_address)
+
+
+# validate_current_dkims names the record it checks, not the domain (its reference: "domain":
+# "default._domainkey.example.com").
+_DKIM_RECORD = "default._domainkey."
+
+
+@dataclass(frozen=True, slots=True)
+class DomainChecks:
+    """One validate_current_* answer: (domain, state) per item in the order sent, and one text
+    per item refused."""
+
+    states: tuple[tuple[str, str], ...]
+    bad_records: tuple[str, ...]
+
+
+@_contained
+def domain_checks(body: object, function: str) -> DomainChecks:
+    """validate_current_spfs, validate_current_dkims, validate_current_ptrs: ``data.payload[]
+    {domain, state, ...}``, one item per domain checked (DKIM's ``domain`` is the record,
+    ``default._domainkey.<domain>``). ``state`` is ``VALID`` or why not: SPF ``MISSING``,
+    ``MULTIPLE``, ``ERROR``, on real servers ``INVALID`` (the documented ``MISMATCHED`` is never
+    sent); DKIM ``MALFORMED``, ``MISMATCH``, ``MISSING``, ``MULTIPLE``, ``NOPUB``, ``ERROR``;
+    PTR ``MISSING_PTR``, ``PTR_MISMATCH``, ``IP_IS_PRIVATE``, ``ERROR``, on real servers
+    ``HELO_MISMATCH``. Any text is taken as sent. An item that is not an object, or lacks its
+    domain or state, is refused alone (named in ``bad_records``). Domains lower-cased, as DNS
+    compares them."""
+    items = _records(body, function, "payload")
+    states: list[tuple[str, str]] = []
+    bad: list[str] = []
+    for n, item in enumerate(items):
+        what = f"payload item {n}"
+        try:
+            domain = _text(_field(item, "domain", what), f"{what} domain").lower()
+            if function == "validate_current_dkims":
+                domain = domain.removeprefix(_DKIM_RECORD)
+            states.append((domain, _text(_field(item, "state", domain), f"{domain} state")))
+        except WHMError as err:
+            bad.append(err.detail)
+    return DomainChecks(tuple(states), tuple(bad))

@@ -1,0 +1,354 @@
+"""The mail domains' SPF, DKIM and PTR records (issue 26): validate_current_spfs,
+validate_current_dkims and validate_current_ptrs, from the fixtures of their official examples
+and of real servers' forms, and end to end on the simulator: batches of domains, the bisection
+that finds a domain WHM refuses, a function refused to the token as a whole, probes that never
+wait for these calls, and answers kept across a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import WHM, Running, fixture, module, series, value
+from statekit import state_for
+
+from whm_exporter.collect.state import DNS_KINDS, Addresses, Kind
+from whm_exporter.families.dns_auth import domains_of
+from whm_exporter.simulator import Dataset
+from whm_exporter.simulator.dataset import DEMO, DNS_PROBLEMS
+from whm_exporter.whm import parse
+from whm_exporter.whm.errors import WHMError
+from whm_exporter.whm.parse import Account
+
+METRIC = "whm_domain_mail_auth_valid"
+FUNCTIONS = [k.value for k in DNS_KINDS]
+SPF, DKIM, PTR = FUNCTIONS
+RECORDS = dict(zip(FUNCTIONS, ("spf", "dkim", "ptr"), strict=True))
+FOREIGN = "foreign.example"
+
+# --- the answers ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "states"),
+    [
+        (f"{SPF}.official.json", (("example2.com", "ERROR"),)),
+        (f"{DKIM}.official.json", (("example.com", "VALID"),)),
+        (f"{PTR}.official.json", (("example.com", "MISSING_PTR"),)),
+        (f"{SPF}.invalid.json", (("acme001.example", "INVALID"), ("birch002.example", "VALID"))),
+        (
+            f"{PTR}.helo_mismatch.json",
+            (("acme001.example", "HELO_MISMATCH"), ("birch002.example", "VALID")),
+        ),
+    ],
+)
+def test_official_examples_and_real_servers_states(name: str, states: tuple[Any, ...]) -> None:
+    function = name.split(".")[0]
+    assert parse.domain_checks(fixture(name), function) == parse.DomainChecks(states, ())
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_an_item_without_its_state_is_refused_alone(function: str) -> None:
+    found = parse.domain_checks(fixture(f"{function}.malformed.json"), function)
+    # DKIM's items name the record (default._domainkey.<domain>): read as the domain.
+    assert found.states == (("birch002.example", "VALID"),)
+    assert found.bad_records == ("acme001.example has no 'state'",)
+
+
+def test_an_item_not_an_object_or_without_a_domain_is_refused_alone() -> None:
+    body = fixture(f"{SPF}.invalid.json")
+    body["data"]["payload"] += ["text", {"state": "VALID"}, {"domain": "", "state": "VALID"}]
+    found = parse.domain_checks(body, SPF)
+    assert len(found.states) == 2
+    assert [b.split(":")[0] for b in found.bad_records] == [
+        "payload item 2 is str, expected an object",
+        "payload item 3 has no 'domain'",
+        "payload item 4 domain is not a non-empty string",
+    ]
+
+
+def test_a_refused_call_is_the_calls_error() -> None:
+    body = {"metadata": {"command": SPF, "result": 0, "reason": "Permission denied"}}
+    with pytest.raises(WHMError) as caught:
+        parse.domain_checks(body, SPF)
+    assert (caught.value.reason, caught.value.detail) == ("api", "Permission denied")
+
+
+# --- the domains ---------------------------------------------------------------------------------
+
+
+def test_the_domains_are_the_main_domains_and_the_addresses_each_with_its_user() -> None:
+    state = state_for({"carol": ("x@Shared.Example",)}, dns_auth={"enabled": True})
+    assert state.listaccts is not None
+    # Nothing to check yet: the items wait outside their lanes.
+    assert all(item.lane is None for item in state.dns_auth.values())
+    accounts = {
+        "alice": Account("alice", False, domain="alice.example"),
+        "bob": Account("bob", False, domain="shared.example"),
+        "carol": Account("carol", False, domain="carol.example"),
+    }
+    state.start(state.listaccts, 1.0, urgent=False)
+    state.answered(state.listaccts, accounts, 1.0)
+    assert all(item.lane is not None for item in state.dns_auth.values())
+    state.start(state.pops["alice"], 2.0, urgent=False)
+    state.answered(state.pops["alice"], Addresses(("a@alice.example", "b@other.example")), 2.0)
+    # A domain is bob's whose main domain it is, whoever else has an address at it.
+    assert domains_of(state) == {
+        "alice.example": "alice",
+        "other.example": "alice",
+        "shared.example": "bob",
+        "carol.example": "carol",
+    }
+
+
+# --- end to end, on the simulator ----------------------------------------------------------------
+
+
+def dns_only(url: str, **overrides: Any) -> dict[str, Any]:
+    """The mail DNS and the inventory (and what ``overrides`` switches on)."""
+    sections = {
+        "mailboxes": {"enabled": False},
+        "unique_recipients": {"enabled": False},
+        "mail_flow": {"enabled": False},
+        "server_settings": {"enabled": False},
+        "logins": {"enabled": False},
+    }
+    return module(url, **{**sections, **overrides})
+
+
+def spy(whm: WHM) -> list[tuple[str, tuple[str, ...]]]:
+    """Every validate_current_* call the simulator answers: (function, its domains)."""
+    asked: list[tuple[str, tuple[str, ...]]] = []
+    real = whm.sim.answer
+
+    def answer(function: str, params: Any) -> dict[str, Any]:
+        if function in FUNCTIONS:
+            asked.append((function, tuple(params.getall("domain", []))))
+        return real(function, params)
+
+    whm.sim.answer = answer  # type: ignore[method-assign]
+    return asked
+
+
+async def passed(running: Running, target: str = "t") -> dict[Any, float]:
+    """A probe, the calls it left going on (the mail DNS, in the background), and the probe
+    after them."""
+    await running.probe(target)
+    await running.exporter.targets[target].collection.settled()
+    return await running.probe(target)
+
+
+def by_record(found: Any) -> dict[tuple[str, str, str], float]:
+    return {
+        (dict(k)["user"], dict(k)["domain"], dict(k)["record"]): v
+        for k, v in series(found, METRIC).items()
+    }
+
+
+async def test_each_domains_records_valid_or_not_and_the_state_on_the_debug_page(
+    start_whm, start_exporter
+) -> None:
+    ds = Dataset()
+    whm: WHM = await start_whm(ds)
+    running = await start_exporter(module(whm.url))
+    found = by_record(await passed(running))
+    users = [u for u in ds.user_names if not ds.suspended(u)]
+    assert len(found) == 3 * len(users)
+    wrong = {(ds.user_names[i], record): state for i, record, state in DNS_PROBLEMS}
+    for user in users:
+        for record in RECORDS.values():
+            expected = 0 if (user, record) in wrong else 1
+            assert found[(user, ds.domain(user), record)] == expected, (user, record)
+    # The heavy sender's domain: an SPF record that does not name the server.
+    assert found[("acme001", "acme001.example", "spf")] == 0
+    assert found[("birch002", "birch002.example", "spf")] == 1
+    status, text = await running.get("/probe?target=t&debug=true")
+    assert status == 200
+    assert "acme001.example spf: INVALID (user acme001)" in text
+    assert "cedar003.example dkim: MISSING (user cedar003)" in text
+    assert "birch002.example ptr: HELO_MISMATCH (user birch002)" in text
+    assert "birch002.example spf" not in text
+    again = await running.probe()
+    assert not series(again, "whm_api_errors")
+    for function in FUNCTIONS:
+        assert value(again, "whm_data_items", function=function, state="kept") == 1
+
+
+async def test_every_record_valid_with_the_simulators_flag(start_whm, start_exporter) -> None:
+    from whm_exporter.simulator.__main__ import build, parse_args
+
+    ds = build(parse_args(["--dns-all-valid"])).dataset
+    assert ds.dns_all_valid
+    assert not DEMO.dns_all_valid
+    whm: WHM = await start_whm(ds)
+    found = by_record(await passed(await start_exporter(dns_only(whm.url))))
+    assert found
+    assert set(found.values()) == {1}
+
+
+# 120 users, every tenth suspended: 108 domains, three batches of at most 50.
+MANY = Dataset(users=120, accounts=0)
+DOMAINS = sorted(MANY.domain(u) for u in MANY.user_names if not MANY.suspended(u))
+
+
+async def test_domains_are_asked_in_batches_of_domains_per_call(start_whm, start_exporter) -> None:
+    whm: WHM = await start_whm(MANY)
+    asked = spy(whm)
+    found = by_record(await passed(await start_exporter(dns_only(whm.url))))
+    assert len(found) == 3 * len(DOMAINS) == 324
+    for function in FUNCTIONS:
+        sizes = [len(d) for f, d in asked if f == function]
+        assert sizes == [50, 50, 8], function
+        assert sorted(d for f, ds in asked if f == function for d in ds) == DOMAINS
+    assert {f: whm.sim.stats.calls[f] for f in FUNCTIONS} == dict.fromkeys(FUNCTIONS, 3)
+
+
+async def test_a_foreign_domain_is_found_by_bisection_and_asked_alone_at_the_next_refresh(
+    start_whm, start_exporter
+) -> None:
+    whm: WHM = await start_whm(MANY)
+    asked = spy(whm)
+    # An address at a domain the server does not host: WHM refuses every call naming it.
+    document = dns_only(
+        whm.url,
+        users={"acme001": [f"info@{FOREIGN}"]},
+        dns_auth={"refresh": "0s"},
+        load_budget=0,
+    )
+    running = await start_exporter(document)
+    collection = running.exporter.targets["t"].collection
+    await running.probe()
+    await collection.settled()
+    first = list(asked)
+    errors = {f: collection.state.errors_total[f]["api"] for f in FUNCTIONS}
+    # Refresh 0s: this probe serves the first pass and starts the next.
+    found = await running.probe()
+    served = by_record(found)
+    # Every domain served but the foreign one.
+    assert sorted({d for _, d, _ in served}) == DOMAINS
+    assert len(served) == 3 * len(DOMAINS)
+    for function in FUNCTIONS:
+        calls = [d for f, d in first if f == function]
+        refused = [d for d in calls if FOREIGN in d]
+        # The batch holding it, then halves down to the domain alone: log2(50) splits or so.
+        assert len(refused[0]) == 50, function
+        assert refused[-1] == (FOREIGN,), function
+        assert [len(d) for d in refused] == sorted((len(d) for d in refused), reverse=True)
+        assert len(refused) <= 1 + math.ceil(math.log2(50))
+        assert len(calls) <= 3 + 2 * math.ceil(math.log2(50)) + 1
+        assert errors[function] == len(refused)
+    # The next pass asks it alone, once, after the batches.
+    await collection.settled()
+    second = asked[len(first) :]
+    for function in FUNCTIONS:
+        calls = [d for f, d in second if f == function]
+        assert [len(d) for d in calls] == [50, 50, 8, 1], function
+        assert calls[-1] == (FOREIGN,)
+        assert collection.state.errors_total[function]["api"] == errors[function] + 1
+    _, text = await running.get("/probe?target=t&debug=true")
+    for record in RECORDS.values():
+        assert f"{FOREIGN} {record}: left out, API failure: (XID " in text
+    assert f"does not control a domain named “{FOREIGN}”" in text
+    assert by_record(await running.probe()) == served
+
+
+async def test_a_function_refused_to_the_token_costs_three_calls_per_refresh(
+    start_whm, start_exporter
+) -> None:
+    whm: WHM = await start_whm(MANY, faults={SPF: "api_denied"})
+    running = await start_exporter(module(whm.url))
+    first = await passed(running)
+    # The first batch, then its two halves refused alike: no domain is to blame.
+    assert whm.sim.stats.calls[SPF] == 3
+    assert value(first, "whm_api_call_errors_total", function=SPF, reason="api") == 3
+    for found in (first, await passed(running), await passed(running)):
+        # The rest of the probe whole, and not held to its deadline by the refused calls.
+        assert value(found, "whm_up") == 1
+        assert value(found, "whm_probe_deadline_exceeded") == 0
+        assert value(found, "whm_data_items", function=SPF, state="missing") == 1
+        assert value(found, "whm_data_items", function=DKIM, state="missing") == 0
+        inbox = {"user": "acme001", "account": "acme001", "mailbox": "INBOX"}
+        assert value(found, "whm_mailbox_messages", **inbox) is not None
+        records = Counter(r for _, _, r in by_record(found))
+        assert records == {"dkim": len(DOMAINS), "ptr": len(DOMAINS)}
+    # Failed, it waits its refresh (6h): never asked again at the next probes.
+    assert whm.sim.stats.calls[SPF] == 3
+    assert value(found, "whm_api_call_errors_total", function=SPF, reason="api") == 3
+
+
+async def test_a_server_without_the_function_fails_the_item_without_a_search(
+    start_whm, start_exporter
+) -> None:
+    unknown = {
+        "metadata": {
+            "command": PTR,
+            "reason": f"Unknown app ({PTR}) requested for this version (1) of the API.",
+            "result": 0,
+            "version": 1,
+        }
+    }
+    whm: WHM = await start_whm(MANY, canned={PTR: unknown})
+    found = await passed(await start_exporter(dns_only(whm.url)))
+    assert whm.sim.stats.calls[PTR] == 1
+    assert value(found, "whm_data_items", function=PTR, state="missing") == 1
+    assert Counter(r for _, _, r in by_record(found)) == {"spf": 108, "dkim": 108}
+
+
+async def test_no_probe_waits_for_the_mail_dns(start_whm, start_exporter) -> None:
+    # validate_current_spfs never answers (until the request timeout, 10 s).
+    whm: WHM = await start_whm(Dataset(), faults={SPF: "slow"})
+    running = await start_exporter(dns_only(whm.url))
+    await running.probe()
+
+    async def stuck() -> None:
+        while True:
+            whm.sim.stats.called.clear()
+            if whm.sim.stats.calls[SPF]:
+                return
+            await whm.sim.stats.called.wait()
+
+    await asyncio.wait_for(stuck(), 10)
+    spf = running.exporter.targets["t"].state.dns_auth[Kind.SPF]
+    found = await running.probe(**{"X-Prometheus-Scrape-Timeout-Seconds": "30"})
+    # Answered while the call was (and is still) in flight.
+    assert spf.in_flight
+    assert value(found, "whm_probe_deadline_exceeded") == 0
+    # Well within the call's 10 s: the probe did not wait for it.
+    duration = value(found, "whm_probe_duration_seconds")
+    assert duration is not None
+    assert duration < 5
+    assert value(found, "whm_up") == 1
+    assert value(found, "whm_data_items", function=SPF, state="missing") == 1
+
+
+async def test_the_answers_are_kept_across_a_restart(
+    start_whm, start_exporter, tmp_path: Path
+) -> None:
+    whm: WHM = await start_whm(Dataset())
+    kept = functools.partial(start_exporter, config_file=True, storage=tmp_path / "state")
+    first: Running = await kept(dns_only(whm.url, users={"acme001": [f"info@{FOREIGN}"]}))
+    before = await passed(first)
+    await first.session.close()
+    await first.runner.cleanup()
+    calls = {f: whm.sim.stats.calls[f] for f in FUNCTIONS}
+    again: Running = await kept(dns_only(whm.url, users={"acme001": [f"info@{FOREIGN}"]}))
+    after = await passed(again)
+    assert series(after, METRIC) == series(before, METRIC)
+    assert by_record(after)[("acme001", "acme001.example", "spf")] == 0
+    # Within the refresh: served from the kept state, not asked again.
+    assert {f: whm.sim.stats.calls[f] for f in FUNCTIONS} == calls
+    _, text = await again.get("/probe?target=t&debug=true")
+    # What was left out, and why, is kept too.
+    assert f"{FOREIGN} spf: left out, API failure: (XID " in text
+
+
+def test_the_demo_has_a_sending_domain_with_an_invalid_spf_record() -> None:
+    heavy = DEMO.heavy_user
+    assert heavy is not None
+    assert DEMO.mail_auth(DEMO.domain(heavy))["spf"] == "INVALID"
+    assert DEMO.mail_flow(heavy, 3600).sent > 0
