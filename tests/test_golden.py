@@ -139,7 +139,7 @@ def _state() -> TargetState:
         int(OFFSET - 3 * 86400),
         {"1h": 30, "1d": 1},
         Kept((QueuedSender("info@alice.example", "alice", 30),), 1),
-        Kept((QueuedDomain("gmail.com", 30), QueuedDomain("yahoo.com", 5)), 0),
+        Kept((QueuedDomain("gmail.com", 30), QueuedDomain("yahoo.com", 5)), 3),
     )
     answer(state, state.queue, queue, 5.0)
     # The main mailboxes are known from listaccts: one answered early, past max_age at NOW.

@@ -13,10 +13,14 @@ import pytest
 from conftest import WHM, fixture, module, series, value
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from statekit import answer, state_for
 
+from whm_exporter.collect.state import Addresses
+from whm_exporter.families.mail_queue import QueuedDomain, QueuedSender, reduce, top
 from whm_exporter.simulator import Dataset
 from whm_exporter.simulator import queue as simulated
 from whm_exporter.whm.errors import WHMError
+from whm_exporter.whm.parse import Account
 from whm_exporter.whm.queue import MAX_REFUSED_TEXTS, QueueCounts, QueueTally
 from whm_exporter.whm.stream import Records
 
@@ -163,6 +167,13 @@ def test_an_answer_without_a_records_list_is_refused(body: Any) -> None:
         read(orjson.dumps(body))
 
 
+def test_a_big_answer_without_a_records_list_is_refused_too() -> None:
+    # Past 64 KiB the answer is not kept whole: no record and no list is still no list.
+    body = {"data": {"note": "x" * 70_000}, "metadata": {"result": 1}}
+    with pytest.raises(WHMError, match=r"^protocol: answer has no data\.records list"):
+        read(orjson.dumps(body))
+
+
 def test_whms_refusal_keeps_its_reason() -> None:
     body = {"metadata": {"result": 0, "reason": "Permission denied"}}
     with pytest.raises(WHMError, match=r"^api: Permission denied$"):
@@ -178,6 +189,62 @@ def test_the_figures_do_not_depend_on_how_the_answer_arrives(piece: int, seed: i
     cutoffs = (started - 3600.0, started - 86400.0)
     counts = read(simulated.body(ds, started), cutoffs, piece)
     assert figures(counts) == expected(messages, cutoffs)
+
+
+# --- what is kept: the top senders and domains, and each sender's user -------------------------
+
+
+def test_top_keeps_the_biggest_ties_by_name_and_counts_the_rest() -> None:
+    counts = Counter({"zeta.example": 5, "beta.example": 5, "alpha.example": 2, "mu.example": 9})
+    assert top(counts, 3) == ([("mu.example", 9), ("beta.example", 5), ("zeta.example", 5)], 1)
+    assert top(counts, 0) == (sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])), 0)
+
+
+def counts_of(senders: dict[str, int], users: dict[str, str] | None = None) -> QueueCounts:
+    domains = Counter({"gmail.com": 7, "yahoo.com": 3, "aol.com": 1})
+    return QueueCounts(10, 1, 2, 4096, 5, (4, 1), Counter(senders), users or {}, domains, 0, ())
+
+
+def test_each_sender_has_the_user_exim_names_else_the_owner_of_its_address_or_domain() -> None:
+    state = state_for(discovery={"enabled": True}, mail_queue={"max_domains": 2})
+    assert state.listaccts is not None
+    listed = {
+        "alice": Account("alice", False, domain="alice.example"),
+        "bob": Account("bob", False, domain="bob.example"),
+    }
+    answer(state, state.listaccts, listed, 1.0)
+    # Two users with addresses at one shared domain; one address written in capitals.
+    answer(state, state.pops["alice"], Addresses(("Sales@Shared.example",)), 1.0)
+    answer(state, state.pops["bob"], Addresses(("bob@shared.example", "x@bobs-shop.example")), 1.0)
+    senders = {
+        "sales@shared.example": 6,  # alice's address, at a domain bob has an address at too
+        "bob@shared.example": 5,
+        "news@bobs-shop.example": 4,  # not an address, at a domain only bob's addresses use
+        "promo@alice.example": 3,  # alice's main domain (listaccts), no address there
+        '"odd@x"@bob.example': 2,  # the domain is after the last @
+        "held@alice.example": 2,  # Exim names the user cPanel holds it for
+        "someone@elsewhere.example": 1,
+    }
+    queue = reduce(counts_of(senders, {"held@alice.example": "carol"}), state, ("1h", "1d"))
+    assert queue.senders.records == (
+        QueuedSender("sales@shared.example", "alice", 6),
+        QueuedSender("bob@shared.example", "bob", 5),
+        QueuedSender("news@bobs-shop.example", "bob", 4),
+        QueuedSender("promo@alice.example", "alice", 3),
+        QueuedSender('"odd@x"@bob.example', "bob", 2),
+        QueuedSender("held@alice.example", "carol", 2),
+        QueuedSender("someone@elsewhere.example", "", 1),
+    )
+    assert queue.domains.records == (QueuedDomain("gmail.com", 7), QueuedDomain("yahoo.com", 3))
+    assert (queue.senders.dropped, queue.domains.dropped) == (0, 1)
+    assert queue.aged == {"1h": 4, "1d": 1}
+    assert (queue.messages, queue.frozen, queue.bounces, queue.size_bytes, queue.oldest) == (
+        10,
+        1,
+        2,
+        4096,
+        5,
+    )
 
 
 # --- end to end -----------------------------------------------------------------------------------
