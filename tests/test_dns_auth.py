@@ -18,7 +18,6 @@ from conftest import WHM, Running, fixture, module, series, value
 from statekit import state_for
 
 from whm_exporter.collect.state import DNS_KINDS, Addresses, Kind
-from whm_exporter.families.dns_auth import domains_of
 from whm_exporter.simulator import Dataset
 from whm_exporter.simulator.dataset import DEMO, DNS_PROBLEMS
 from whm_exporter.whm import parse
@@ -98,7 +97,7 @@ def test_the_domains_are_the_main_domains_and_the_addresses_each_with_its_user()
     state.start(state.pops["alice"], 2.0, urgent=False)
     state.answered(state.pops["alice"], Addresses(("a@alice.example", "b@other.example")), 2.0)
     # A domain is bob's whose main domain it is, whoever else has an address at it.
-    assert domains_of(state) == {
+    assert state.domain_owners() == {
         "alice.example": "alice",
         "other.example": "alice",
         "shared.example": "bob",

@@ -377,6 +377,23 @@ class TargetState:
             stage = Stage.NEW if item.attempted_at == -math.inf else Stage.FAILED
         return self.lanes[(item.kind, stage)]
 
+    def domain_owners(self) -> dict[str, str]:
+        """Every mail domain of the inventory and the user it belongs to: the user whose main
+        domain it is (listaccts), else the first by name with an address at it."""
+        users = sorted(self.accounts)
+        listing = (self.listaccts.answer if self.listaccts is not None else None) or {}
+        owners: dict[str, str] = {}
+        for user in users:
+            account = listing.get(user)
+            if account is not None and account.domain:
+                owners.setdefault(account.domain, user)
+        for user in users:
+            for address in self.accounts[user]:
+                domain = address.rpartition("@")[2].lower()
+                if "@" in address and domain:
+                    owners.setdefault(domain, user)
+        return owners
+
     # --- calls -----------------------------------------------------------------------------
 
     def start(self, item: Item[Any], now: float, *, urgent: bool) -> None:

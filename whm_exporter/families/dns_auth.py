@@ -62,24 +62,6 @@ class MailAuth:
     left_out: tuple[DomainState, ...]
 
 
-def domains_of(state: TargetState) -> dict[str, str]:
-    """Every mail domain of the inventory and the user it belongs to: the user whose main domain
-    it is, else the first by name with an address at it."""
-    users = sorted(state.accounts)
-    listing = (state.listaccts.answer if state.listaccts is not None else None) or {}
-    owners: dict[str, str] = {}
-    for user in users:
-        account = listing.get(user)
-        if account is not None and account.domain:
-            owners.setdefault(account.domain, user)
-    for user in users:
-        for address in state.accounts[user]:
-            domain = address.rpartition("@")[2].lower()
-            if "@" in address and domain:
-                owners.setdefault(domain, user)
-    return owners
-
-
 class _Pass:
     """One pass over an item's domains: batches, then the domains left out last time, each
     alone. A batch cPanel refuses (``api``) is split in halves; a domain refused alone is left
@@ -115,7 +97,7 @@ class _Pass:
         if not self.todo:
             # Domains the inventory gained while the pass ran (it may start while addresses
             # are still being listed).
-            gained = sorted(domains_of(self.state).keys() - self.asked)
+            gained = sorted(self.state.domain_owners().keys() - self.asked)
             self.asked.update(gained)
             size = self.state.module.dns_auth.domains_per_call
             self.todo.extend(tuple(gained[i : i + size]) for i in range(0, len(gained), size))
@@ -191,7 +173,7 @@ class DnsAuth(Family):
     probe_waits = False
 
     def plan(self, item: Item[Any], state: TargetState, wall: float) -> Call | None:
-        call = _Pass(item, state, domains_of(state)).next()
+        call = _Pass(item, state, state.domain_owners()).next()
         if call is None:
             # No domain left to check (the inventory lost them all since the item was queued).
             state.answered(item, Checked({}, {}), item.attempted_at)
@@ -221,7 +203,7 @@ class DnsAuth(Family):
             for kind, item in state.dns_auth.items()
             for answer in served.take([item], kind.value, max_age)
         }
-        owners = domains_of(state) if answers else {}
+        owners = state.domain_owners() if answers else {}
         checks: list[DomainState] = []
         left_out: list[DomainState] = []
         for kind, answer in answers.items():

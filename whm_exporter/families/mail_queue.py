@@ -74,21 +74,14 @@ def top(counts: Counter[str], limit: int) -> tuple[list[tuple[str, int]], int]:
 
 
 def owners(state: TargetState) -> tuple[dict[str, str], dict[str, str]]:
-    """The cPanel user of each address and each mail domain the inventory knows: its addresses'
-    domains and each user's main domain (listaccts)."""
-    by_address: dict[str, str] = {}
-    by_domain: dict[str, str] = {}
-    listed = state.listaccts.answer if state.listaccts is not None else None
-    for user, accounts in state.accounts.items():
-        for account in accounts:
-            address = account.lower()
-            if "@" in address:
-                by_address[address] = user
-                by_domain.setdefault(address.rpartition("@")[2], user)
-        listing = listed.get(user) if listed else None
-        if listing is not None and listing.domain:
-            by_domain[listing.domain] = user
-    return by_address, by_domain
+    """The cPanel user of each address the inventory knows, and of each mail domain."""
+    by_address = {
+        account.lower(): user
+        for user, accounts in state.accounts.items()
+        for account in accounts
+        if "@" in account
+    }
+    return by_address, state.domain_owners()
 
 
 def reduce(counts: QueueCounts, state: TargetState, labels: tuple[str, ...]) -> Queue:
