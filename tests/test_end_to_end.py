@@ -12,8 +12,10 @@ import pytest
 import yaml
 from conftest import TOKEN, WHM, module, require_tool, samples, series, value
 
+from whm_exporter.collect.state import DNS_KINDS, LOGIN_KINDS, SETTING_KEYS
 from whm_exporter.config import load_config
 from whm_exporter.exporter import Exporter
+from whm_exporter.families.mailboxes import MAILBOX_LIST
 from whm_exporter.metrics import ExporterMetrics
 from whm_exporter.simulator import Dataset
 
@@ -300,3 +302,54 @@ async def test_the_example_config_runs_as_is_against_the_simulator(
     assert found.up
     assert not found.errors
     assert found.discovered_accounts == DATASET.accounts + DATASET.users
+
+
+async def test_a_reseller_token_costs_each_root_page_one_error_at_its_refresh(
+    start_whm, start_exporter
+) -> None:
+    # Issue 26's Done-when: the Tweak Settings, cPHulk, Exim's queue and the mail DNS refused (a
+    # reseller's token: WHM shows them to root only); only those sections fail, each once per
+    # refresh, and everything else of the probe is whole.
+    refused = [
+        "get_tweaksetting",
+        *(k.value for k in LOGIN_KINDS),
+        "fetch_mail_queue",
+        *(k.value for k in DNS_KINDS),
+    ]
+    ds = Dataset(accounts=8, users=2, folders=2)
+    whm: WHM = await start_whm(ds, faults=dict.fromkeys(refused, "api_denied"))
+    running = await start_exporter(module(whm.url))
+    probes = []
+    for _ in range(3):
+        probes.append(await running.probe())
+        # The mail DNS goes on in the background: let it end before the next probe.
+        await running.exporter.targets["t"].collection.settled()
+    asked = {f: whm.sim.stats.calls[f] for f in refused}
+    # One call each (a key each for the settings), but the mail DNS's: the first batch and its
+    # two halves, refused alike, before the function counts as refused.
+    assert asked == {
+        **dict.fromkeys(refused, 1),
+        "get_tweaksetting": len(SETTING_KEYS),
+        **{k.value: 3 for k in DNS_KINDS},
+    }
+    last = probes[-1]
+    for function in refused:
+        assert (
+            value(last, "whm_api_call_errors_total", function=function, reason="api")
+            == asked[function]
+        ), function
+        assert value(last, "whm_data_items", function=function, state="missing"), function
+    for found in probes:
+        assert value(found, "whm_up") == 1
+        assert value(found, "whm_probe_deadline_exceeded") == 0
+        assert value(found, "whm_data_items", function=MAILBOX_LIST, state="missing") == 0
+        assert value(found, "whm_user_mail_sent_messages", user=ds.user_names[0], window="1h")
+        assert value(found, "whm_user_unique_recipients", user=ds.user_names[0], window="1h")
+        for metric in (
+            "whm_mail_queue_messages",
+            "whm_cphulk_enabled",
+            "whm_domain_mail_auth_valid",
+        ):
+            assert not series(found, metric), metric
+    # Later probes ask none of them again: each waits its refresh.
+    assert value(last, "whm_api_errors", function="fetch_mail_queue", reason="api") is None
