@@ -106,6 +106,22 @@ def test_refreshes_in_flight_count_against_the_back_off_limit() -> None:
     assert pace.refresh_allowed(0.0)
 
 
+def test_a_follow_up_call_counts_its_own_item_among_the_refreshes_in_flight() -> None:
+    pace = Pace(100.0, 2)
+    pace.refreshing = 2
+    assert pace.follow_up_allowed(0.0)
+    pace.refreshing = 3
+    assert not pace.follow_up_allowed(0.0)
+    pace.refreshing = 1
+    pace.budget.charge(BURST * 100.0 + 1.0, 0.0)
+    assert not pace.follow_up_allowed(0.0)
+    assert pace.follow_up_allowed(0.02)
+    # Without a budget nothing holds it.
+    free = Pace(0.0, 1)
+    free.refreshing = 5
+    assert free.follow_up_allowed(0.0)
+
+
 def test_an_empty_bucket_holds_refreshes_back() -> None:
     pace = Pace(1.0, 8)
     pace.budget.charge(BURST + 1.0, 0.0)

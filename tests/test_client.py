@@ -202,9 +202,10 @@ async def test_chunks_that_add_up_past_the_cap_are_refused() -> None:
             mocked.get(ANY, payload={"text": "z" * 100_000})
             with pytest.raises(WHMError) as err:
                 await client.call("listaccts")
+    # Two reads: 65,536 bytes, then the rest of the 100,012.
     assert (err.value.reason, err.value.detail) == (
         "protocol",
-        "answer exceeds the cap of 90000 bytes",
+        "answer of at least 100012 bytes exceeds the cap of 90000",
     )
 
 
@@ -390,7 +391,7 @@ async def test_a_streamed_answer_past_its_cap_is_refused_naming_the_cap(client: 
             await client.call("fetch_mail_queue", stream=reader, max_bytes=65536)
     assert (err.value.reason, err.value.detail) == (
         "protocol",
-        "answer exceeds the cap of 65536 bytes",
+        "answer of at least 100003 bytes exceeds the cap of 65536",
     )
     # Nothing past the cap reached the reader.
     assert sum(len(p) for p in reader.pieces) <= 65536
@@ -403,6 +404,10 @@ async def test_a_reader_refusing_the_text_is_a_protocol_error_with_the_start_of_
         def feed(self, chunk: bytes) -> None:
             raise ValueError("not JSON")
 
+    class Broken(Pieces):
+        def feed(self, chunk: bytes) -> None:
+            raise ZeroDivisionError("a bug in the reader")
+
     with aioresponses() as mocked:
         mocked.get(ANY, body="<html>WHM login</html>")
         with pytest.raises(WHMError) as err:
@@ -411,6 +416,11 @@ async def test_a_reader_refusing_the_text_is_a_protocol_error_with_the_start_of_
         "protocol",
         not_json("'<html>WHM login</html>'"),
     )
+    # A reader's own bug is not the answer's fault: it leaves as itself, with its traceback.
+    with aioresponses() as mocked:
+        mocked.get(ANY, body="[]")
+        with pytest.raises(ZeroDivisionError):
+            await client.call("fetch_mail_queue", stream=Broken())
 
 
 async def test_a_calls_own_timeout_replaces_the_clients() -> None:
@@ -422,7 +432,11 @@ async def test_a_calls_own_timeout_replaces_the_clients() -> None:
             mocked.get(ANY, exception=TimeoutError())
             with pytest.raises(WHMError) as err:
                 await client.call("fetch_mail_queue", request_timeout=60)
+            mocked.get(ANY, payload={"metadata": {"result": 1}})
+            await client.call("listaccts")
     assert err.value.detail == "no complete answer within 60s"
+    timeouts = [c.kwargs["timeout"].total for calls in mocked.requests.values() for c in calls]
+    assert sorted(timeouts) == [5, 60]
 
 
 async def test_the_loop_runs_between_the_pieces_of_a_streamed_answer() -> None:

@@ -256,6 +256,49 @@ async def test_a_foreign_domain_is_found_by_bisection_and_asked_alone_at_the_nex
     assert by_record(await running.probe()) == served
 
 
+async def test_a_batch_that_fails_otherwise_costs_only_its_domains_which_keep_their_states(
+    start_whm, start_exporter
+) -> None:
+    # A batch whose lookups time out (one domain's slow nameservers) or whose answer is broken
+    # is not a refusal: no search, the other batches stand, its domains keep the last pass's.
+    whm: WHM = await start_whm(MANY)
+    real = whm.sim.answer
+    broken: set[str] = set()
+
+    def answer(function: str, params: Any) -> dict[str, Any]:
+        if function == SPF and broken & set(params.getall("domain", [])):
+            return {"metadata": {"result": 1, "reason": "OK"}}  # no data: a protocol error
+        return real(function, params)
+
+    whm.sim.answer = answer  # type: ignore[method-assign]
+    running = await start_exporter(dns_only(whm.url, dns_auth={"refresh": "0s"}, load_budget=0))
+    collection = running.exporter.targets["t"].collection
+    first = by_record(await passed(running))
+    assert len(first) == 3 * len(DOMAINS)
+    # Refresh 0s: that probe began another pass.
+    await collection.settled()
+    # The next pass: the second batch of SPF checks comes back broken.
+    broken.add(DOMAINS[60])
+    asked = spy(whm)
+    await running.probe()
+    await collection.settled()
+    assert [len(d) for f, d in asked if f == SPF] == [50, 50, 8]
+    assert collection.state.errors_total[SPF]["protocol"] == 1
+    item = collection.state.dns_auth[Kind.SPF]
+    assert item.last_ok
+    assert item.answer is not None
+    # Every domain still has its state: the broken batch's from the pass before.
+    assert sorted(item.answer.states) == DOMAINS
+    spf = {d for (_, d, r), v in first.items() if r == "spf" and v == 1}
+    assert {d for d, state in item.answer.states.items() if state == "VALID"} == spf
+    # A pass whose first call fails that way has nothing to keep: the item failed.
+    broken.add(DOMAINS[0])
+    await running.probe()
+    await collection.settled()
+    assert not collection.state.dns_auth[Kind.SPF].last_ok
+    assert collection.state.errors_total[SPF]["protocol"] == 2
+
+
 async def test_a_function_refused_to_the_token_costs_three_calls_per_refresh(
     start_whm, start_exporter
 ) -> None:

@@ -375,3 +375,22 @@ async def test_an_answer_cut_short_or_not_json_is_a_protocol_error(
     assert value(found, "whm_api_errors", function=FUNCTION, reason="protocol") == 1
     assert not series(found, "whm_mail_queue_messages")
     assert value(found, "whm_up") == 1
+
+
+async def test_no_probe_waits_for_a_refresh_of_the_queue_only_for_its_first_reading(
+    start_whm, start_exporter
+) -> None:
+    # exim -bpra over a big queue takes longer than a scrape: a probe serves the last reading.
+    ds = Dataset(accounts=8, users=2, queue_messages=90)
+    whm: WHM = await start_whm(ds)
+    running = await start_exporter(module(whm.url, mail_queue={"refresh": "0s"}))
+    first = await running.probe()
+    assert value(first, "whm_mail_queue_messages") == 90
+    # From now on the queue never answers (the call stays in flight).
+    whm.sim.knobs.faults[FUNCTION] = "slow"
+    for _ in range(2):
+        found = await running.probe(**{"X-Prometheus-Scrape-Timeout-Seconds": "30"})
+        assert value(found, "whm_probe_deadline_exceeded") == 0
+        assert value(found, "whm_mail_queue_messages") == 90
+        assert value(found, "whm_data_items", function=FUNCTION, state="kept") == 1
+    assert whm.sim.stats.calls[FUNCTION] == 2

@@ -12,7 +12,7 @@ from conftest import TOKEN, WHM, Running, loaded, module
 
 from whm_exporter.collect import persist, schedule
 from whm_exporter.collect.state import Item, Kind, Stage, TargetState
-from whm_exporter.config import ModuleConfig, state_identity
+from whm_exporter.config import ModuleConfig, shapes_state, state_identity
 from whm_exporter.probe import snapshot
 from whm_exporter.simulator import Dataset
 
@@ -263,8 +263,19 @@ def test_identity_is_what_changes_what_is_asked_or_how_it_is_labelled() -> None:
         state_identity(SERVER, _module(timeout="5s", max_concurrency=2, load_budget=0.5), {}),
         state_identity(SERVER, _module(token="another"), {}),
         state_identity(SERVER, _module(tls={"insecure_skip_verify": True}), {}),
+        # A section's own call limits are a timeout and an answer limit too.
+        state_identity(
+            SERVER,
+            _module(
+                mail_queue={"request_timeout": "5m", "max_response_bytes": 2**30},
+                dns_auth={"request_timeout": "10s"},
+            ),
+            {},
+        ),
     ]
     assert same == [base] * len(same)
+    assert shapes_state(_module(), _module(mail_queue={"request_timeout": "5m"}))
+    assert not shapes_state(_module(), _module(mail_queue={"max_senders": 5}))
     different = [
         state_identity(("https", "whm2.example.com", 2087), _module(), {}),
         state_identity(("https", "whm1.example.com", 2088), _module(), {}),
@@ -274,6 +285,8 @@ def test_identity_is_what_changes_what_is_asked_or_how_it_is_labelled() -> None:
         state_identity(SERVER, _module(mailboxes={"exclude_folders": ["Trash"]}), {}),
         state_identity(SERVER, _module(unique_recipients={"windows": ["24h"]}), {}),
         state_identity(SERVER, _module(mail_flow={"delivery_type": "remote"}), {}),
+        state_identity(SERVER, _module(mail_queue={"age_buckets": ["2h"]}), {}),
+        state_identity(SERVER, _module(dns_auth={"domains_per_call": 10}), {}),
     ]
     assert base not in different
     assert len(set(different)) == len(different)

@@ -205,6 +205,9 @@ class DnsAuthConfig(StrictModel):
     max_age: Duration = 86400.0
     # Domains per call (each call repeats its domain parameter).
     domains_per_call: int = Field(50, ge=1, le=1000)
+    # cPanel looks up every domain of a batch in DNS, some behind slow nameservers: longer than
+    # the module's request_timeout.
+    request_timeout: PositiveDuration = 120.0
 
 
 # Keys of earlier versions and what replaced them: named in the error instead of "unknown key".
@@ -282,10 +285,21 @@ STATE_SECTIONS = (
 )
 
 
+# A section's keys that say how its calls are made, not what they ask or keep: like the
+# module's own timeout and answer limit, changing them keeps the state.
+_CALL_LIMITS = frozenset({"request_timeout", "max_response_bytes"})
+
+
+def _shaping(module: ModuleConfig, section: str) -> dict[str, Any]:
+    """What a collection section decides of the state: all of it but its calls' limits."""
+    shaping: dict[str, Any] = getattr(module, section).model_dump(mode="json", exclude=_CALL_LIMITS)
+    return shaping
+
+
 def shapes_state(a: ModuleConfig, b: ModuleConfig) -> bool:
     """Whether two modules collect the same items the same way, so that what one learned
     serves the other (a new token, timeout or bound keeps the state)."""
-    return all(getattr(a, k) == getattr(b, k) for k in STATE_SECTIONS)
+    return all(_shaping(a, k) == _shaping(b, k) for k in STATE_SECTIONS)
 
 
 def state_identity(
@@ -299,7 +313,7 @@ def state_identity(
         "server": f"{scheme}://{host}:{port}",
         "username": module.username,
         "users": {user: sorted(accounts) for user, accounts in users.items()},
-        **{k: getattr(module, k).model_dump(mode="json") for k in STATE_SECTIONS},
+        **{k: _shaping(module, k) for k in STATE_SECTIONS},
     }
     return hashlib.sha256(orjson.dumps(described, option=orjson.OPT_SORT_KEYS)).hexdigest()
 

@@ -216,6 +216,13 @@ class Pace:
             return True
         return self.refreshing < self.backoff.limit and self.budget.allows(now)
 
+    def follow_up_allowed(self, now: float) -> bool:
+        """Whether the next call of an item asked in several (the mail DNS's batches) may
+        start: as a refresh would, its item already one of the calls in flight."""
+        if not self.budget.rate:
+            return True
+        return self.refreshing <= self.backoff.limit and self.budget.allows(now)
+
     def concurrency(self) -> float:
         """Calls in flight refreshing may keep on average: what a probe expects to fit."""
         if not self.budget.rate:

@@ -273,14 +273,15 @@ class Collection:
         return True
 
     async def _paced(self, call: Call) -> Call:
-        """The next call of an item asked in several: it waits for the server's load budget as
-        a refresh would (the item keeps its place in the bound meanwhile)."""
-        # The budget fills at a known rate: one wait until it allows (other calls may spend
-        # it meanwhile; the budget is an average, not a gate).
-        wait = self.bound.pace.budget.wait(self._clock())
-        if wait > 0:
-            await asyncio.sleep(wait)
-        return call
+        """The next call of an item asked in several: it waits for the server's load budget
+        and back-off as a refresh would (the item keeps its place in the bound meanwhile)."""
+        pace = self.bound.pace
+        while True:
+            now = self._clock()
+            if pace.follow_up_allowed(now):
+                return call
+            # The back-off frees a place when a refresh ends: look again soon.
+            await asyncio.sleep(min(max(pace.budget.wait(now), 0.01), 10 * RECHECK))
 
     async def _fetch(self, call: Call, *, urgent: bool) -> Any:
         """The call to WHM, charged to the server's budget at its real duration (an abandoned

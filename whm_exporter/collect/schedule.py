@@ -37,6 +37,8 @@ Refresh = Mapping[Kind, float]
 _PATIENT = frozenset(k for f in families.FAMILIES if f.failure_waits_refresh for k in f.kinds)
 # The kinds no probe waits for (their families say so): asked beside the probes, not for one.
 _BACKGROUND = frozenset(k for f in families.FAMILIES if not f.probe_waits for k in f.kinds)
+# The kinds a probe waits for the first call of only, not for a renewal (Exim's queue).
+_FIRST_ONLY = frozenset(k for f in families.FAMILIES if not f.refresh_waited for k in f.kinds)
 # The lanes items never answered wait in, in the order of tier (c), as the families rank them.
 _FIRST_TIME = families.FIRST_TIME
 _FIRST_TIME_LANES = tuple(
@@ -61,7 +63,9 @@ _SENDERS_FIRST = (
 
 
 def waited_for(item: Item[Any]) -> bool:
-    """Whether a probe waits for ``item``'s calls (its family says so)."""
+    """Whether a probe waits for the call in flight for ``item`` (its family says so)."""
+    if item.kind in _FIRST_ONLY:
+        return item.asked_before == -math.inf
     return item.kind not in _BACKGROUND
 
 
@@ -191,7 +195,7 @@ def count_eligible(
     for (kind, stage), lane in state.lanes.items():
         if count >= limit:
             break
-        if waited and kind in _BACKGROUND:
+        if waited and (kind in _BACKGROUND or (kind in _FIRST_ONLY and stage is not Stage.NEW)):
             continue
         if stage is Stage.NEW:
             count += len(lane)
@@ -238,9 +242,7 @@ def answer_now(
         return False
     due = state.epoch_start
     in_flight = sum(
-        1
-        for item in state.in_flight
-        if item.kind not in _BACKGROUND and _was_due(item, due, refresh)
+        1 for item in state.in_flight if waited_for(item) and _was_due(item, due, refresh)
     )
     if in_flight == 0 and count_eligible(state, due, refresh, 1, waited=True) == 0:
         return True  # all done

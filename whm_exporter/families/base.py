@@ -174,6 +174,10 @@ class Family:
     # Whether a probe waits for its calls: not for a family whose items take many calls (the
     # mail DNS, in batches) and are hours apart; the probe serves what they last answered.
     probe_waits: ClassVar[bool] = True
+    # Whether a probe waits for a renewal of its items too, not only their first call: not for
+    # Exim's queue, whose call takes as long as the queue is big (a scrape's whole deadline on a
+    # big one); a probe serves the last reading meanwhile.
+    refresh_waited: ClassVar[bool] = True
 
     # --- config -----------------------------------------------------------------------------
 
@@ -193,8 +197,8 @@ class Family:
 
     def plan(self, item: Item[Any], state: TargetState, wall: float) -> Call | None:
         """The call that answers ``item`` now (``wall``: the time of day, for windows); None
-        when there is nothing to ask and the family answered the item itself (``now``: its
-        ``attempted_at``)."""
+        when there is nothing to ask (the family then answers the item itself, or keeps what
+        it had)."""
         raise NotImplementedError
 
     def fallback(self, state: TargetState, call: Call, err: WHMError) -> bool:

@@ -84,6 +84,10 @@ class _Pass:
         self.asked = set(domains)
         self.states: dict[str, str] = {}
         self.left_out: dict[str, str] = {}
+        # Domains of batches that failed for another reason than a refusal (a timeout, say)
+        # once the pass had answers: they keep what the previous pass found.
+        self.skipped: set[str] = set()
+        self.before = before
         # Whether a call of this pass succeeded, and when the last did.
         self.ok = False
         self.at = item.attempted_at
@@ -104,7 +108,9 @@ class _Pass:
         if self.todo:
             return self._call(self.todo.popleft())
         if self.ok:
-            self.state.answered(self.item, Checked(self.states, self.left_out), self.at)
+            kept = self.before.states if self.before is not None else {}
+            states = {d: kept[d] for d in sorted(self.skipped) if d in kept} | self.states
+            self.state.answered(self.item, Checked(states, self.left_out), self.at)
         return None
 
     def _call(self, batch: tuple[str, ...]) -> Call:
@@ -114,6 +120,7 @@ class _Pass:
             subject,
             {"domain": batch},
             lambda body, now: self._keep(batch, body, now),
+            timeout=self.state.module.dns_auth.request_timeout,
             then=self.next,
             on_error=lambda err: self._refused(batch, err),
         )
@@ -135,10 +142,18 @@ class _Pass:
         return [WHMError("protocol", f"record refused: {text}") for text in bad]
 
     def _refused(self, batch: tuple[str, ...], err: WHMError) -> Call | None:
-        if err.reason != "api" or err.unknown_function:
-            # Not about a domain (credentials, time, a server without the function): the item
-            # failed.
+        if err.unknown_function or err.reason in ("auth", "role_disabled"):
+            # Not about a domain (credentials, a server without the function or its role): the
+            # item failed.
             return None
+        if err.reason != "api":
+            if not self.ok:
+                # Nothing answered yet (WHM down, say): the item failed, asked at its refresh.
+                return None
+            # A batch that timed out (one domain's slow nameservers) or came back broken costs
+            # only its domains, which keep the previous pass's states.
+            self.skipped.update(batch)
+            return self.next()
         if not self.ok:
             reason = _XID.sub("", err.detail)
             part = frozenset(batch)
@@ -174,8 +189,9 @@ class DnsAuth(Family):
 
     def plan(self, item: Item[Any], state: TargetState, wall: float) -> Call | None:
         call = _Pass(item, state, state.domain_owners()).next()
-        if call is None:
-            # No domain left to check (the inventory lost them all since the item was queued).
+        if call is None and item.answer is None:
+            # No domain to check (the inventory lost them all since the item was queued); a
+            # previous answer stays, served until its max_age.
             state.answered(item, Checked({}, {}), item.attempted_at)
         return call
 
@@ -218,7 +234,9 @@ class DnsAuth(Family):
         def key(s: DomainState) -> tuple[str, str, int]:
             return s.user, s.domain, order.index(s.record)
 
-        return {"dns_auth": MailAuth(tuple(sorted(checks, key=key)), tuple(left_out))}
+        return {
+            "dns_auth": MailAuth(tuple(sorted(checks, key=key)), tuple(sorted(left_out, key=key)))
+        }
 
     def render(self, s: Snapshot) -> list[MetricFamily]:
         found: MailAuth = s.dns_auth

@@ -119,6 +119,8 @@ class MailQueueFamily(Family):
     # A token may not read the queue (a reseller's): asked again at the refresh, not at every
     # probe.
     failure_waits_refresh = True
+    # The first reading is waited for; a refresh, seconds long on a big queue, is not.
+    refresh_waited = False
 
     def plan(self, item: Item[Any], state: TargetState, wall: float) -> Call:
         cfg = state.module.mail_queue
@@ -250,7 +252,8 @@ class MailQueueFamily(Family):
                 DOMAIN_METRIC,
                 "Messages in Exim's queue to the recipient domains with the most"
                 " (mail_queue.max_domains); a message to several addresses of one domain counts"
-                " once. A backlog to one provider is how a block list shows (fetch_mail_queue).",
+                " once, and WHM lists addresses already delivered too. A backlog to one provider"
+                " is how a block list shows (fetch_mail_queue).",
                 ("domain",),
                 [((r.domain,), r.messages) for r in q.domains.records] if q else [],
             ),

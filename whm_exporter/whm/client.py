@@ -36,7 +36,8 @@ Params = Mapping[str, str | int | tuple[str, ...]]
 class StreamReader(Protocol):
     """Reads an answer as it arrives, for answers too big to hold decoded (Exim's queue):
     ``feed`` takes each piece of the body in order, ``finish`` returns what the call gives
-    back instead of the decoded body. Either raises :class:`WHMError` for a broken answer."""
+    back instead of the decoded body. Either raises ValueError for a text that is not JSON,
+    :class:`WHMError` for a broken answer."""
 
     def feed(self, chunk: bytes) -> None: ...
 
@@ -108,6 +109,10 @@ class WHMClient:
             # No deadline cancels a call: only a stop (shutdown, a replaced target) does.
             outcome = "abandoned"
             raise
+        except Exception:
+            # A stream reader's own failure (a bug: the runner logs it with its traceback).
+            outcome = "protocol"
+            raise
         finally:
             if self._observer is not None:
                 self._observer(function, time.monotonic() - started, outcome)
@@ -146,6 +151,11 @@ class WHMClient:
                 body = await self._read(resp, cap)
         except WHMError:
             raise
+        except _ReaderFault as fault:
+            # Not the exchange's failure: the reader's own, as it was raised.
+            cause = fault.__cause__
+            assert cause is not None
+            raise cause from None
         except TimeoutError:
             raise WHMError("timeout", f"no complete answer within {limit.total}s") from None
         except (aiohttp.ClientSSLError, ssl.SSLError) as err:
@@ -177,7 +187,7 @@ class WHMClient:
         while chunk := await resp.content.read(65536):
             size += len(chunk)
             if size > cap:
-                raise WHMError("protocol", f"answer exceeds the cap of {cap} bytes")
+                raise _over(size, cap)
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -191,20 +201,30 @@ class WHMClient:
             while chunk := await resp.content.read(65536):
                 size += len(chunk)
                 if size > cap:
-                    raise WHMError("protocol", f"answer exceeds the cap of {cap} bytes")
+                    raise _over(size, cap)
                 first = first or chunk
                 reader.feed(chunk)
                 # aiohttp hands buffered pieces back without a turn of the loop: each piece
                 # costs milliseconds to parse, so let the loop run between them.
                 await asyncio.sleep(0)
             return reader.finish()
-        except WHMError:
-            raise
-        except (aiohttp.ClientError, OSError, TimeoutError):
-            raise
-        except Exception:  # the reader's parser refused the text
+        except ValueError:  # the reader's parser refused the text
             snippet = _snippet(first, self._token)
             raise WHMError("protocol", f"answer is not JSON: {snippet}") from None
+        except (WHMError, aiohttp.ClientError, OSError):
+            raise
+        except Exception as err:
+            raise _ReaderFault() from err
+
+
+class _ReaderFault(Exception):
+    """A stream reader's own failure (a bug), kept apart from the exchange's failures."""
+
+
+def _over(size: int, cap: int) -> WHMError:
+    # An answer sent without its length is refused once what came is over the cap: at least
+    # that big (a queue too big for mail_queue.max_response_bytes says how big, at least).
+    return WHMError("protocol", f"answer of at least {size} bytes exceeds the cap of {cap}")
 
 
 def _describe(err: BaseException) -> str:

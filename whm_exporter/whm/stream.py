@@ -40,8 +40,11 @@ class Records:
         self._head: bytearray | None = bytearray()
 
     def feed(self, chunk: bytes) -> None:
-        self._records.send(chunk)
-        self._metadata.send(chunk)
+        try:
+            self._records.send(chunk)
+            self._metadata.send(chunk)
+        except ijson.JSONError as err:
+            raise ValueError(str(err)) from None
         found = self._found
         if found:
             self._count += len(found)
@@ -54,9 +57,12 @@ class Records:
                 self._head = None
 
     def finish(self) -> int:
-        # Closing raises for an answer cut short or not JSON.
-        self._records.close()
-        self._metadata.close()
+        try:
+            # Closing raises for an answer cut short or not JSON.
+            self._records.close()
+            self._metadata.close()
+        except ijson.JSONError as err:
+            raise ValueError(str(err)) from None
         data({"metadata": self._meta[0] if self._meta else None}, self._function)
         if self._count == 0:
             self._check_empty()
