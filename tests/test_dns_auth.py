@@ -18,6 +18,8 @@ from conftest import WHM, Running, fixture, module, series, value
 from statekit import state_for
 
 from whm_exporter.collect.state import DNS_KINDS, Addresses, Kind
+from whm_exporter.families.base import Call
+from whm_exporter.families.dns_auth import FAMILY, VALID, Checked
 from whm_exporter.simulator import Dataset
 from whm_exporter.simulator.dataset import DEMO, DNS_PROBLEMS
 from whm_exporter.whm import parse
@@ -394,3 +396,150 @@ def test_the_demo_has_a_sending_domain_with_an_invalid_spf_record() -> None:
     assert heavy is not None
     assert DEMO.mail_auth(DEMO.domain(heavy))["spf"] == "INVALID"
     assert DEMO.mail_flow(heavy, 3600).sent > 0
+
+
+# --- a pass, call by call (as collect/run.py's _ask makes them) ---------------------------------
+
+SMALL = {"u1": tuple(f"info@d{n:02}.example" for n in range(8))}
+
+
+def domains(call: Call) -> tuple[str, ...]:
+    batch = call.params["domain"]
+    assert isinstance(batch, tuple)
+    return batch
+
+
+def valid(batch: tuple[str, ...]) -> dict[str, Any]:
+    payload = [{"domain": d, "state": VALID} for d in batch]
+    return {"data": {"payload": payload}, "metadata": {"result": 1, "reason": "OK"}}
+
+
+def drive(state: Any, answer: Any, kind: Kind = Kind.SPF) -> list[tuple[str, ...]]:
+    """One pass of ``kind``'s item: each call's domains, answered by ``answer`` (a body, or
+    raises WHMError), as the runner chains them."""
+    item = state.dns_auth[kind]
+    call = FAMILY.plan(item, state, 0.0)
+    asked: list[tuple[str, ...]] = []
+    now = 100.0
+    while call is not None:
+        batch = domains(call)
+        asked.append(batch)
+        now += 1.0
+        try:
+            body = answer(batch)
+        except WHMError as err:
+            call = call.on_error(err) if call.on_error is not None else None
+            continue
+        call.keep(body, now)
+        call = call.then() if call.then is not None else None
+    return asked
+
+
+def refusing(*foreign: str) -> Any:
+    """WHM's answer: every call naming a foreign domain refused in cPanel's words (the first
+    it names), the others valid."""
+
+    def answer(batch: tuple[str, ...]) -> dict[str, Any]:
+        named = [d for d in batch if d in foreign]
+        if named:
+            raise WHMError("api", f"API failure: (XID {len(batch)}x) no domain “{named[0]}”.")
+        return valid(batch)
+
+    return answer
+
+
+def test_two_foreign_domains_in_either_half_are_each_found_and_the_rest_answered() -> None:
+    # Different reasons (each names its domain): two domains to blame, not a refused function.
+    state = state_for(SMALL, dns_auth={"enabled": True, "domains_per_call": 8})
+    domains = sorted(state.domain_owners())
+    foreign = (domains[1], domains[6])
+    asked = drive(state, refusing(*foreign))
+    answer = state.dns_auth[Kind.SPF].answer
+    assert answer is not None
+    assert sorted(answer.left_out) == sorted(foreign)
+    assert sorted(answer.states) == sorted(set(domains) - set(foreign))
+    # Every domain asked in a call that answered, or left out alone.
+    assert asked[0] == tuple(domains)
+    assert {d for b in asked for d in b} == set(domains)
+    assert (domains[1],) in asked
+    assert (domains[6],) in asked
+
+
+def test_a_refusal_alike_in_both_halves_is_the_function_refused() -> None:
+    state = state_for(SMALL, dns_auth={"enabled": True, "domains_per_call": 8})
+
+    def refused(batch: tuple[str, ...]) -> dict[str, Any]:
+        raise WHMError("api", f"API failure: (XID {len(batch)}) Permission denied")
+
+    assert [len(b) for b in drive(state, refused)] == [8, 4, 4]
+    assert state.dns_auth[Kind.SPF].answer is None
+
+
+def test_each_batch_names_its_domains_for_the_log_and_counts_its_odd_records() -> None:
+    state = state_for(SMALL, dns_auth={"enabled": True, "domains_per_call": 5})
+    item = state.dns_auth[Kind.SPF]
+    call = FAMILY.plan(item, state, 0.0)
+    assert call is not None
+    batch = domains(call)
+    assert call.subject == f"{batch[0]} and 4 more"
+    assert call.timeout == 120.0
+    # One domain answered twice (invalid once), one not asked, one missing, one without state.
+    payload = [
+        {"domain": batch[0], "state": VALID},
+        {"domain": batch[0], "state": "INVALID"},
+        {"domain": "other.example", "state": VALID},
+        {"domain": batch[1], "state": VALID},
+        {"domain": batch[2], "state": VALID},
+        {"domain": batch[3]},
+    ]
+    body = {"data": {"payload": payload}, "metadata": {"result": 1}}
+    problems = call.keep(body, 5.0) or []
+    assert [(p.reason, p.detail) for p in problems] == [
+        ("protocol", f"record refused: {batch[3]} has no 'state'"),
+        ("protocol", "record refused: other.example: not asked"),
+        ("protocol", f"record refused: {batch[3]}: not in the answer"),
+        ("protocol", f"record refused: {batch[4]}: not in the answer"),
+    ]
+    assert call.then is not None
+    last = call.then()
+    assert last is not None
+    assert last.subject == domains(last)[0] + " and 2 more"
+    last.keep(valid(domains(last)), 6.0)
+    assert last.then is not None
+    assert last.then() is None
+    answer = item.answer
+    assert answer is not None
+    assert answer.states[batch[0]] == "INVALID"
+    assert item.answered_at == 6.0
+
+
+def test_domains_the_inventory_gains_during_a_pass_are_asked_before_it_ends() -> None:
+    state = state_for(SMALL, dns_auth={"enabled": True, "domains_per_call": 3})
+    answered: list[tuple[str, ...]] = []
+
+    def answer(batch: tuple[str, ...]) -> dict[str, Any]:
+        if not answered:
+            # An address at a new domain listed while the pass runs.
+            state.explicit = {"u1": (*SMALL["u1"], "new@late.example")}
+            state._sync_user("u1")
+        answered.append(batch)
+        return valid(batch)
+
+    asked = drive(state, answer)
+    assert asked[-1] == ("late.example",)
+    assert [len(b) for b in asked] == [3, 3, 2, 1]
+    kept = state.dns_auth[Kind.SPF].answer
+    assert kept is not None
+    assert "late.example" in kept.states
+
+
+def test_a_pass_with_no_domain_answers_nothing_new_and_keeps_the_last() -> None:
+    state = state_for({"u1": ("u1",)}, dns_auth={"enabled": True})
+    item = state.dns_auth[Kind.SPF]
+    item.attempted_at = 7.0
+    assert FAMILY.plan(item, state, 0.0) is None
+    assert (item.answer, item.answered_at) == (Checked({}, {}), 7.0)
+    kept = Checked({"a.example": VALID}, {})
+    item.answer, item.answered_at, item.attempted_at = kept, 3.0, 9.0
+    assert FAMILY.plan(item, state, 0.0) is None
+    assert (item.answer, item.answered_at) == (kept, 3.0)

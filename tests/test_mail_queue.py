@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from statekit import answer, state_for
 
 from whm_exporter.collect.state import Addresses
-from whm_exporter.families.mail_queue import QueuedDomain, QueuedSender, reduce, top
+from whm_exporter.families.base import Served
+from whm_exporter.families.mail_queue import FAMILY, QueuedDomain, QueuedSender, reduce, top
 from whm_exporter.simulator import Dataset
 from whm_exporter.simulator import queue as simulated
 from whm_exporter.whm.errors import WHMError
@@ -108,11 +109,12 @@ def test_a_message_without_time_costs_only_itself() -> None:
 @pytest.mark.parametrize(
     ("change", "text"),
     [
-        ({"time": "yesterday"}, "time is not a whole number"),
+        ({"time": "yesterday"}, "time is not a whole number: 'yesterday'"),
         ({"sender": None}, "has no sender string"),
         ({"recipients": "a@b.c"}, "has no recipients list"),
-        ({"size": "14K"}, "size is not a whole number"),
-        ({"frozen": 2}, "frozen is not 0 or 1"),
+        ({"size": "14K"}, "size is not a whole number: '14K'"),
+        ({"frozen": 2}, "frozen is not 0 or 1: '2'"),
+        ({"frozen": "yes" * 20}, "frozen is not 0 or 1: 'yesyesyesyesyesyesye'"),
     ],
 )
 def test_a_message_with_a_bad_field_costs_only_itself(change: dict[str, Any], text: str) -> None:
@@ -120,7 +122,42 @@ def test_a_message_with_a_bad_field_costs_only_itself(change: dict[str, Any], te
     body["data"]["records"][1].update(change)
     counts = read(orjson.dumps(body))
     assert (counts.messages, counts.refused) == (3, 1)
-    assert text in counts.refused_texts[0]
+    assert counts.refused_texts == (f"queued message 1: {text}",)
+
+
+def test_odd_but_readable_messages_count_as_real_servers_mean_them() -> None:
+    messages = [
+        # No size and no frozen flag: nothing known, none.
+        {"time": 5, "sender": "a@b.example", "recipients": ["x@y@gmail.com"]},
+        # Sizes as exim shows them, whole floats as JSON numbers may come; a user not a string.
+        {"time": 7, "sender": "a@b.example", "recipients": [], "size": 14336.0, "user": 7},
+        # Addresses without a usable domain name no recipient domain.
+        {"time": 6, "sender": "", "recipients": ["@yahoo.com", "nodomain@", "local", 3]},
+    ]
+    body = orjson.dumps({"data": {"records": messages}, "metadata": {"result": 1}})
+    counts = read(body)
+    assert (counts.messages, counts.refused, counts.frozen) == (3, 0, 0)
+    assert (counts.size_bytes, counts.oldest, counts.bounces) == (14336, 5, 1)
+    assert counts.domains == {"gmail.com": 1, "yahoo.com": 1}
+    assert counts.users == {}
+
+
+def test_the_reader_counts_every_message_whatever_piece_it_came_in() -> None:
+    # Over 64 KiB, the last piece holding nothing but the metadata.
+    body = simulated.body(Dataset(queue_messages=1000), 1_700_000_000)
+    tally = QueueTally(())
+    reader = Records(FUNCTION, "records", tally.add)
+    reader.feed(body[:-80])
+    reader.feed(body[-80:])
+    assert reader.finish() == 1000
+    assert tally.counts().messages == 1000
+
+
+def test_a_server_without_the_function_says_so() -> None:
+    reason = "Unknown app (fetch_mail_queue) requested for this version (1) of the API."
+    with pytest.raises(WHMError) as err:
+        read(orjson.dumps({"metadata": {"result": 0, "reason": reason}}))
+    assert err.value.unknown_function
 
 
 def test_a_message_that_is_not_an_object_costs_only_itself() -> None:
@@ -172,6 +209,11 @@ def test_a_big_answer_without_a_records_list_is_refused_too() -> None:
     body = {"data": {"note": "x" * 70_000}, "metadata": {"result": 1}}
     with pytest.raises(WHMError, match=r"^protocol: answer has no data\.records list"):
         read(orjson.dumps(body))
+
+
+def test_an_answer_without_metadata_is_refused() -> None:
+    with pytest.raises(WHMError, match=r"^protocol: answer has no metadata\.result"):
+        read(orjson.dumps({"data": {"records": [{"time": 1}]}}))
 
 
 def test_whms_refusal_keeps_its_reason() -> None:
@@ -394,3 +436,51 @@ async def test_no_probe_waits_for_a_refresh_of_the_queue_only_for_its_first_read
         assert value(found, "whm_mail_queue_messages") == 90
         assert value(found, "whm_data_items", function=FUNCTION, state="kept") == 1
     assert whm.sim.stats.calls[FUNCTION] == 2
+
+
+# --- the family's call and what it keeps ---------------------------------------------------------
+
+
+def test_the_call_reads_the_whole_queue_as_a_stream_with_the_sections_own_limits() -> None:
+    state = state_for(mail_queue={"request_timeout": "90s", "max_response_bytes": 2**20})
+    assert state.queue is not None
+    call = FAMILY.plan(state.queue, state, 1_700_000_000.0)
+    assert call is not None
+    assert (call.function, call.endpoint, call.subject, dict(call.params)) == (
+        FUNCTION,
+        FUNCTION,
+        "",
+        {},
+    )
+    assert (call.timeout, call.max_bytes) == (90.0, 2**20)
+    assert call.stream is not None
+
+
+def test_each_message_refused_is_an_error_of_its_own_up_to_a_limit() -> None:
+    state = state_for(mail_queue={"age_buckets": ["1h"]})
+    assert state.queue is not None
+    call = FAMILY.plan(state.queue, state, 1_700_000_000.0)
+    assert call is not None
+    assert call.stream is not None
+    good = {"time": 1_699_999_000, "sender": "a@b.example", "recipients": ["c@gmail.com"]}
+    messages = [good, *([{"sender": "x@y.example"}] * (MAX_REFUSED_TEXTS + 3))]
+    reader = call.stream()
+    reader.feed(orjson.dumps({"data": {"records": messages}, "metadata": {"result": 1}}))
+    problems = call.keep(reader.finish(), 5.0) or []
+    assert [(p.reason, p.detail) for p in problems] == [
+        *(
+            ("protocol", f"record refused: queued message {n}: has no 'time'")
+            for n in range(1, MAX_REFUSED_TEXTS + 1)
+        ),
+        ("protocol", "3 more queued messages refused"),
+    ]
+    queue = state.queue.answer
+    assert queue is not None
+    assert (queue.messages, queue.aged, state.queue.answered_at) == (1, {"1h": 0}, 5.0)
+
+
+def test_without_the_section_a_probe_serves_no_queue() -> None:
+    state = state_for()
+    assert state.queue is None
+    served = FAMILY.serve(state, Served(10.0, 0.0, set()))
+    assert served == {"mail_queue": None}
