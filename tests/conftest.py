@@ -23,7 +23,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from whm_exporter.config import Loaded, build_config, load_config
+from whm_exporter.config import STATE_SECTIONS, Loaded, build_config, load_config
 from whm_exporter.exporter import Exporter
 from whm_exporter.metrics import ExporterMetrics
 from whm_exporter.server import WebOptions, make_app
@@ -81,6 +81,17 @@ def module(url: str, **overrides: Any) -> dict[str, Any]:
     if users is not None:
         target["users"] = users
     return {"modules": {"default": {"token": TOKEN, **overrides}}, "targets": {"t": target}}
+
+
+# The collection sections beside discovery (the inventory), each a family's.
+SECTIONS = tuple(s for s in STATE_SECTIONS if s != "discovery")
+
+
+def only(url: str, *kept: str, **overrides: Any) -> dict[str, Any]:
+    """:func:`module` with every collection section off but ``kept`` and the inventory, for a
+    test of one family (and what ``overrides`` sets)."""
+    off = {section: {"enabled": False} for section in SECTIONS if section not in kept}
+    return module(url, **{**off, **overrides})
 
 
 def loaded(document: dict[str, Any]) -> Loaded:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import WHM, Running, fixture, module, series, value
+from conftest import WHM, Running, fixture, module, only, series, value
 from statekit import state_for
 
 from whm_exporter.collect.state import DNS_KINDS, Addresses, Kind
@@ -110,18 +110,6 @@ def test_the_domains_are_the_main_domains_and_the_addresses_each_with_its_user()
 # --- end to end, on the simulator ----------------------------------------------------------------
 
 
-def dns_only(url: str, **overrides: Any) -> dict[str, Any]:
-    """The mail DNS and the inventory (and what ``overrides`` switches on)."""
-    sections = {
-        "mailboxes": {"enabled": False},
-        "unique_recipients": {"enabled": False},
-        "mail_flow": {"enabled": False},
-        "server_settings": {"enabled": False},
-        "logins": {"enabled": False},
-    }
-    return module(url, **{**sections, **overrides})
-
-
 def spy(whm: WHM) -> list[tuple[str, tuple[str, ...]]]:
     """Every validate_current_* call the simulator answers: (function, its domains)."""
     asked: list[tuple[str, tuple[str, ...]]] = []
@@ -187,7 +175,7 @@ async def test_every_record_valid_with_the_simulators_flag(start_whm, start_expo
     assert ds.dns_all_valid
     assert not DEMO.dns_all_valid
     whm: WHM = await start_whm(ds)
-    found = by_record(await passed(await start_exporter(dns_only(whm.url))))
+    found = by_record(await passed(await start_exporter(only(whm.url, "dns_auth"))))
     assert found
     assert set(found.values()) == {1}
 
@@ -200,7 +188,7 @@ DOMAINS = sorted(MANY.domain(u) for u in MANY.user_names if not MANY.suspended(u
 async def test_domains_are_asked_in_batches_of_domains_per_call(start_whm, start_exporter) -> None:
     whm: WHM = await start_whm(MANY)
     asked = spy(whm)
-    found = by_record(await passed(await start_exporter(dns_only(whm.url))))
+    found = by_record(await passed(await start_exporter(only(whm.url, "dns_auth"))))
     assert len(found) == 3 * len(DOMAINS) == 324
     for function in FUNCTIONS:
         sizes = [len(d) for f, d in asked if f == function]
@@ -215,8 +203,9 @@ async def test_a_foreign_domain_is_found_by_bisection_and_asked_alone_at_the_nex
     whm: WHM = await start_whm(MANY)
     asked = spy(whm)
     # An address at a domain the server does not host: WHM refuses every call naming it.
-    document = dns_only(
+    document = only(
         whm.url,
+        "dns_auth",
         users={"acme001": [f"info@{FOREIGN}"]},
         dns_auth={"refresh": "0s"},
         load_budget=0,
@@ -273,7 +262,9 @@ async def test_a_batch_that_fails_otherwise_costs_only_its_domains_which_keep_th
         return real(function, params)
 
     whm.sim.answer = answer  # type: ignore[method-assign]
-    running = await start_exporter(dns_only(whm.url, dns_auth={"refresh": "0s"}, load_budget=0))
+    running = await start_exporter(
+        only(whm.url, "dns_auth", dns_auth={"refresh": "0s"}, load_budget=0)
+    )
     collection = running.exporter.targets["t"].collection
     first = by_record(await passed(running))
     assert len(first) == 3 * len(DOMAINS)
@@ -337,7 +328,7 @@ async def test_a_server_without_the_function_fails_the_item_without_a_search(
         }
     }
     whm: WHM = await start_whm(MANY, canned={PTR: unknown})
-    found = await passed(await start_exporter(dns_only(whm.url)))
+    found = await passed(await start_exporter(only(whm.url, "dns_auth")))
     assert whm.sim.stats.calls[PTR] == 1
     assert value(found, "whm_data_items", function=PTR, state="missing") == 1
     assert Counter(r for _, _, r in by_record(found)) == {"spf": 108, "dkim": 108}
@@ -346,7 +337,7 @@ async def test_a_server_without_the_function_fails_the_item_without_a_search(
 async def test_no_probe_waits_for_the_mail_dns(start_whm, start_exporter) -> None:
     # validate_current_spfs never answers (until the request timeout, 10 s).
     whm: WHM = await start_whm(Dataset(), faults={SPF: "slow"})
-    running = await start_exporter(dns_only(whm.url))
+    running = await start_exporter(only(whm.url, "dns_auth"))
     await running.probe()
 
     async def stuck() -> None:
@@ -375,12 +366,12 @@ async def test_the_answers_are_kept_across_a_restart(
 ) -> None:
     whm: WHM = await start_whm(Dataset())
     kept = functools.partial(start_exporter, config_file=True, storage=tmp_path / "state")
-    first: Running = await kept(dns_only(whm.url, users={"acme001": [f"info@{FOREIGN}"]}))
+    first: Running = await kept(only(whm.url, "dns_auth", users={"acme001": [f"info@{FOREIGN}"]}))
     before = await passed(first)
     await first.session.close()
     await first.runner.cleanup()
     calls = {f: whm.sim.stats.calls[f] for f in FUNCTIONS}
-    again: Running = await kept(dns_only(whm.url, users={"acme001": [f"info@{FOREIGN}"]}))
+    again: Running = await kept(only(whm.url, "dns_auth", users={"acme001": [f"info@{FOREIGN}"]}))
     after = await passed(again)
     assert series(after, METRIC) == series(before, METRIC)
     assert by_record(after)[("acme001", "acme001.example", "spf")] == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import WHM, Running, fixture, module, series, value
+from conftest import WHM, Running, fixture, module, only, series, value
 from statekit import answer, discovered, fail, order, state_for
 
 from whm_exporter.collect import schedule
@@ -254,17 +254,6 @@ def test_logins_go_after_the_settings_and_a_refused_one_waits_its_refresh() -> N
 # --- end to end, on the simulator ----------------------------------------------------------------
 
 
-def logins_only(url: str, **overrides: Any) -> dict[str, Any]:
-    """The logins and the inventory (and what ``overrides`` switches on)."""
-    sections = {
-        "mailboxes": {"enabled": False},
-        "unique_recipients": {"enabled": False},
-        "mail_flow": {"enabled": False},
-        "server_settings": {"enabled": False},
-    }
-    return module(url, **{**sections, **overrides})
-
-
 def by(found: Any, name: str, label: str) -> dict[str, float]:
     return {dict(k)[label]: v for k, v in series(found, name).items()}
 
@@ -272,7 +261,7 @@ def by(found: Any, name: str, label: str) -> dict[str, float]:
 async def test_a_brute_forced_address_its_failures_and_blocks(start_whm, start_exporter) -> None:
     ds = Dataset()
     whm: WHM = await start_whm(ds)
-    found = await (await start_exporter(logins_only(whm.url))).probe()
+    found = await (await start_exporter(only(whm.url, "logins"))).probe()
     brute = ds.brute_forced_address
     assert brute is not None
     assert value(found, "whm_cphulk_enabled") == 1
@@ -298,7 +287,7 @@ async def test_max_users_keeps_the_most_failed_and_counts_the_rest(
 ) -> None:
     ds = Dataset()
     whm: WHM = await start_whm(ds)
-    found = await (await start_exporter(logins_only(whm.url, logins={"max_users": 1}))).probe()
+    found = await (await start_exporter(only(whm.url, "logins", logins={"max_users": 1}))).probe()
     users = {dict(k)["user"] for k in series(found, "whm_user_login_failures")}
     assert users == {ds.brute_forced_address}
     others = {(u, s) for u, s, _ in ds.login_failures() if u != ds.brute_forced_address}
@@ -312,7 +301,7 @@ async def test_cphulk_off_serves_a_zero_and_no_error(start_whm, start_exporter) 
     assert (ds.cphulk, ds.brute_force) == (False, True)
     assert not build(parse_args(["--no-brute-force"])).dataset.brute_force
     whm: WHM = await start_whm(ds)
-    found = await (await start_exporter(logins_only(whm.url))).probe()
+    found = await (await start_exporter(only(whm.url, "logins"))).probe()
     assert value(found, "whm_cphulk_enabled") == 0
     assert not series(found, "whm_login_failures")
     assert not series(found, "whm_user_login_failures")
@@ -356,13 +345,13 @@ async def test_the_answers_are_kept_across_a_restart(
     ds = Dataset()
     whm: WHM = await start_whm(ds)
     kept = functools.partial(start_exporter, config_file=True, storage=tmp_path / "state")
-    first: Running = await kept(logins_only(whm.url))
+    first: Running = await kept(only(whm.url, "logins"))
     before = await first.probe()
     await first.exporter.targets["t"].collection.settled()
     await first.session.close()
     await first.runner.cleanup()
     calls = {f: whm.sim.stats.calls[f] for f in FUNCTIONS}
-    again: Running = await kept(logins_only(whm.url))
+    again: Running = await kept(only(whm.url, "logins"))
     after = await again.probe()
     names = ("whm_cphulk_enabled", "whm_login_failures", "whm_user_login_failures")
     for name in (*names, "whm_login_blocks"):

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import WHM, fixture, module, series, value
+from conftest import WHM, fixture, module, only, series, value
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from statekit import answer, state_for
@@ -292,18 +292,6 @@ def test_each_sender_has_the_user_exim_names_else_the_owner_of_its_address_or_do
 # --- end to end -----------------------------------------------------------------------------------
 
 
-def queue_only(url: str, **overrides: Any) -> dict[str, Any]:
-    """The queue and the inventory (its users name the senders)."""
-    sections = {
-        "mailboxes": {"enabled": False},
-        "unique_recipients": {"enabled": False},
-        "mail_flow": {"enabled": False},
-        "server_settings": {"enabled": False},
-        "logins": {"enabled": False},
-    }
-    return module(url, **{**sections, **overrides})
-
-
 async def test_a_50000_message_queue_every_figure_exact_and_asked_once_per_refresh(
     start_whm, start_exporter
 ) -> None:
@@ -311,7 +299,7 @@ async def test_a_50000_message_queue_every_figure_exact_and_asked_once_per_refre
     # messages, bounces, the oldest three days old.
     ds = Dataset(accounts=40, users=8, queue_messages=50_000)
     whm: WHM = await start_whm(ds)
-    running = await start_exporter(queue_only(whm.url, mail_queue={"max_senders": 5}))
+    running = await start_exporter(only(whm.url, "mail_queue", mail_queue={"max_senders": 5}))
     first = await running.probe()
     second = await running.probe()
     assert whm.sim.stats.calls[FUNCTION] == 1
@@ -364,7 +352,9 @@ async def test_a_sender_not_on_the_server_has_an_empty_user_and_exims_user_wins(
 ) -> None:
     ds = Dataset(accounts=8, users=2, queue_messages=300, spam_action="hold")
     whm: WHM = await start_whm(ds)
-    found = await (await start_exporter(queue_only(whm.url, mail_queue={"max_senders": 0}))).probe()
+    found = await (
+        await start_exporter(only(whm.url, "mail_queue", mail_queue={"max_senders": 0}))
+    ).probe()
     users = {
         dict(k)["sender"]: dict(k)["user"] for k in series(found, "whm_mail_queue_sender_messages")
     }
@@ -413,7 +403,7 @@ async def test_an_answer_cut_short_or_not_json_is_a_protocol_error(
     start_whm, start_exporter, fault: str
 ) -> None:
     whm: WHM = await start_whm(Dataset(accounts=4, users=1), faults={FUNCTION: fault})
-    found = await (await start_exporter(queue_only(whm.url))).probe()
+    found = await (await start_exporter(only(whm.url, "mail_queue"))).probe()
     assert value(found, "whm_api_errors", function=FUNCTION, reason="protocol") == 1
     assert not series(found, "whm_mail_queue_messages")
     assert value(found, "whm_up") == 1
