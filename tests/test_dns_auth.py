@@ -158,6 +158,7 @@ async def test_each_domains_records_valid_or_not_and_the_state_on_the_debug_page
     assert found[("birch002", "birch002.example", "spf")] == 1
     status, text = await running.get("/probe?target=t&debug=true")
     assert status == 200
+    assert "\nMail DNS records cPanel does not find valid, and domains left out:\n" in text
     assert "acme001.example spf: INVALID (user acme001)" in text
     assert "cedar003.example dkim: MISSING (user cedar003)" in text
     assert "birch002.example ptr: HELO_MISMATCH (user birch002)" in text
@@ -476,8 +477,8 @@ def test_each_batch_names_its_domains_for_the_log_and_counts_its_odd_records() -
     assert call.timeout == 120.0
     # One domain answered twice (invalid once), one not asked, one missing, one without state.
     payload = [
-        {"domain": batch[0], "state": VALID},
         {"domain": batch[0], "state": "INVALID"},
+        {"domain": batch[0], "state": VALID},
         {"domain": "other.example", "state": VALID},
         {"domain": batch[1], "state": VALID},
         {"domain": batch[2], "state": VALID},
@@ -509,19 +510,41 @@ def test_domains_the_inventory_gains_during_a_pass_are_asked_before_it_ends() ->
     answered: list[tuple[str, ...]] = []
 
     def answer(batch: tuple[str, ...]) -> dict[str, Any]:
-        if not answered:
-            # An address at a new domain listed while the pass runs.
-            state.explicit = {"u1": (*SMALL["u1"], "new@late.example")}
+        if len(answered) == 2:
+            # Addresses at two new domains listed while the pass asks its last batch.
+            state.explicit = {"u1": (*SMALL["u1"], "new@late.example", "new@later.example")}
             state._sync_user("u1")
         answered.append(batch)
         return valid(batch)
 
     asked = drive(state, answer)
-    assert asked[-1] == ("late.example",)
-    assert [len(b) for b in asked] == [3, 3, 2, 1]
+    assert asked[-1] == ("late.example", "later.example")
+    assert [len(b) for b in asked] == [3, 3, 2, 2]
     kept = state.dns_auth[Kind.SPF].answer
     assert kept is not None
-    assert "late.example" in kept.states
+    assert {"late.example", "later.example"} <= kept.states.keys()
+
+
+@pytest.mark.parametrize("reason", ["auth", "role_disabled"])
+def test_credentials_or_a_role_refused_mid_pass_fail_the_item(reason: str) -> None:
+    state = state_for(SMALL, dns_auth={"enabled": True, "domains_per_call": 3})
+    answered: list[tuple[str, ...]] = []
+
+    def answer(batch: tuple[str, ...]) -> dict[str, Any]:
+        answered.append(batch)
+        if len(answered) == 2:
+            raise WHMError(reason, "refused")  # type: ignore[arg-type]
+        return valid(batch)
+
+    assert [len(b) for b in drive(state, answer)] == [3, 3]
+    assert state.dns_auth[Kind.SPF].answer is None
+
+
+def test_a_domain_asked_alone_is_named_alone() -> None:
+    state = state_for(SMALL, dns_auth={"enabled": True, "domains_per_call": 1})
+    call = FAMILY.plan(state.dns_auth[Kind.SPF], state, 0.0)
+    assert call is not None
+    assert call.subject == domains(call)[0] == "d00.example"
 
 
 def test_a_pass_with_no_domain_answers_nothing_new_and_keeps_the_last() -> None:

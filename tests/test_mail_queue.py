@@ -132,13 +132,13 @@ def test_odd_but_readable_messages_count_as_real_servers_mean_them() -> None:
         # Sizes as exim shows them, whole floats as JSON numbers may come; a user not a string.
         {"time": 7, "sender": "a@b.example", "recipients": [], "size": 14336.0, "user": 7},
         # Addresses without a usable domain name no recipient domain.
-        {"time": 6, "sender": "", "recipients": ["@yahoo.com", "nodomain@", "local", 3]},
+        {"time": 6, "sender": "", "recipients": ["@yahoo.com", "nodomain@", "local", 3, "z@q"]},
     ]
     body = orjson.dumps({"data": {"records": messages}, "metadata": {"result": 1}})
     counts = read(body)
     assert (counts.messages, counts.refused, counts.frozen) == (3, 0, 0)
     assert (counts.size_bytes, counts.oldest, counts.bounces) == (14336, 5, 1)
-    assert counts.domains == {"gmail.com": 1, "yahoo.com": 1}
+    assert counts.domains == {"gmail.com": 1, "yahoo.com": 1, "q": 1}
     assert counts.users == {}
 
 
@@ -147,7 +147,8 @@ def test_the_reader_counts_every_message_whatever_piece_it_came_in() -> None:
     body = simulated.body(Dataset(queue_messages=1000), 1_700_000_000)
     tally = QueueTally(())
     reader = Records(FUNCTION, "records", tally.add)
-    reader.feed(body[:-80])
+    reader.feed(body[:70_000])
+    reader.feed(body[70_000:-80])
     reader.feed(body[-80:])
     assert reader.finish() == 1000
     assert tally.counts().messages == 1000
@@ -444,6 +445,13 @@ def test_the_call_reads_the_whole_queue_as_a_stream_with_the_sections_own_limits
     )
     assert (call.timeout, call.max_bytes) == (90.0, 2**20)
     assert call.stream is not None
+    # Its reader knows the function: a server without it says so.
+    reader = call.stream()
+    reason = "Unknown app (fetch_mail_queue) requested for this version (1) of the API."
+    reader.feed(orjson.dumps({"metadata": {"result": 0, "reason": reason}}))
+    with pytest.raises(WHMError) as err:
+        reader.finish()
+    assert err.value.unknown_function
 
 
 def test_each_message_refused_is_an_error_of_its_own_up_to_a_limit() -> None:
