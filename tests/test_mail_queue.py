@@ -23,7 +23,7 @@ from whm_exporter.simulator import queue as simulated
 from whm_exporter.whm.errors import WHMError
 from whm_exporter.whm.parse import Account
 from whm_exporter.whm.queue import MAX_REFUSED_TEXTS, QueueCounts, QueueTally
-from whm_exporter.whm.stream import Records
+from whm_exporter.whm.stream import MAX_DEPTH, Records
 
 FUNCTION = "fetch_mail_queue"
 
@@ -210,6 +210,26 @@ def test_a_big_answer_without_a_records_list_is_refused_too() -> None:
     body = {"data": {"note": "x" * 70_000}, "metadata": {"result": 1}}
     with pytest.raises(WHMError, match=r"^protocol: answer has no data\.records list"):
         read(orjson.dumps(body))
+
+
+def test_a_text_nested_too_deep_is_refused_before_it_is_parsed() -> None:
+    # ijson's cost grows with the depth: 200,000 levels would hold the loop for minutes.
+    deep = b'{"data": {"records": [' + b"[" * 200_000 + b"]" * 200_000 + b"]}}"
+    with pytest.raises(ValueError, match=f"^nested deeper than {MAX_DEPTH}$"):
+        read(deep)
+    # Brackets inside an address count, balanced as they are there.
+    message = {"time": 1, "sender": "postmaster@[192.0.2.1]", "recipients": ["a@[192.0.2.2]"]}
+    nested = {"data": {"records": [message]}, "metadata": {"result": 1}}
+    assert read(orjson.dumps(nested)).domains == {"[192.0.2.2]": 1}
+    # As deep as it may be, and one more.
+    for depth, fits in ((MAX_DEPTH - 3, True), (MAX_DEPTH - 2, False)):
+        body = b'{"data": {"records": [' + b"[" * depth + b"]" * depth + b']}, "metadata":'
+        body += b' {"result": 1}}'
+        if fits:
+            assert read(body).refused == 1
+        else:
+            with pytest.raises(ValueError, match=r"^nested deeper than"):
+                read(body)
 
 
 def test_an_answer_without_metadata_is_refused() -> None:
@@ -399,7 +419,9 @@ async def test_a_reseller_refused_costs_one_error_per_refresh_and_the_probe_is_w
     assert value(found, "whm_api_call_errors_total", function=FUNCTION, reason="api") == 1
 
 
-@pytest.mark.parametrize("fault", ["garbage", "html200", "empty", "list_body", "deep_nesting"])
+@pytest.mark.parametrize(
+    "fault", ["garbage", "html200", "empty", "list_body", "deep_nesting", "deeper_nesting"]
+)
 async def test_an_answer_cut_short_or_not_json_is_a_protocol_error(
     start_whm, start_exporter, fault: str
 ) -> None:

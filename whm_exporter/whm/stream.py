@@ -20,6 +20,15 @@ from whm_exporter.whm.parse import data
 
 # An answer with no record at all is small: kept whole, to tell an empty list from none.
 _SMALL = 64 * 1024
+# ijson names each event by its whole path, so its cost grows with the nesting: a text nested
+# 200,000 deep would hold the event loop for minutes. WHM's lists nest a few levels (a queued
+# message's recipients are the fourth); deeper is refused, as orjson refuses past 1024.
+MAX_DEPTH = 64
+# Every byte but the brackets, deleted to count the nesting at C speed. Brackets inside strings
+# count too: an address's are balanced ("postmaster@[192.0.2.1]"), and a text that is not has
+# no business this deep.
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OPENERS = frozenset(b"[{")
 
 
 class Records:
@@ -38,8 +47,15 @@ class Records:
         self._metadata = ijson.items_coro(self._meta, "metadata", use_float=True)
         self._count = 0
         self._head: bytearray | None = bytearray()
+        self._depth = 0
 
     def feed(self, chunk: bytes) -> None:
+        depth = self._depth
+        for bracket in chunk.translate(None, _NOT_BRACKETS):
+            depth += 1 if bracket in _OPENERS else -1
+            if depth > MAX_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_DEPTH}")
+        self._depth = depth
         try:
             self._records.send(chunk)
             self._metadata.send(chunk)
