@@ -597,3 +597,32 @@ def test_first_answers_are_pending_until_each_item_was_asked_in_the_round() -> N
     assert schedule.first_answers_pending(state)
     answer(state, broken, Kept(()), 2.5)
     assert not schedule.first_answers_pending(state)
+
+
+def test_the_few_server_wide_items_are_renewed_when_due_before_older_mailboxes() -> None:
+    # Oldest first, cPHulk's and the queue's answers would wait a whole pass over every mailbox
+    # (on a big, slow server, longer than their max_age).
+    state = state_for(
+        logins={"enabled": True},
+        mail_queue={"enabled": True},
+        unique_recipients={"enabled": False},
+    )
+    discovered(state, 1.0)
+    for item in state.mailboxes.values():
+        answer(state, item, Kept(()), 10.0)
+    assert state.queue is not None
+    for item in [*state.logins.values(), state.queue]:
+        answer(state, item, object(), 50.0)
+    refresh = schedule.refresh_of(state.module)
+    # At 150 the mailboxes (60 s) are due, cPHulk's answers (2 min) not yet: mailboxes.
+    state.new_epoch(150.0)
+    picked = schedule.next_item(state, 150.0, refresh)
+    assert picked is not None
+    assert picked[0].kind is Kind.MAILBOX
+    # At 171 cPHulk's are due: they go before the older mailboxes, the queue (5 min) not yet.
+    state.new_epoch(171.0)
+    got = order(state, 171.0, refresh)
+    login_kinds = {k.name for k in LOGIN_KINDS}
+    assert {k for k, _, _ in got[: len(LOGIN_KINDS)]} == login_kinds
+    assert "MAIL_QUEUE" not in {k for k, _, _ in got}
+    assert {k for k, _, _ in got[len(LOGIN_KINDS) :]} == {"MAILBOX"}

@@ -9,7 +9,8 @@ b. the senders of hot users, when older than the answer that made them hot (exac
 c. an early re-list (a server-wide answer named a user listaccts did not), then items never
    answered: discovery, then mailboxes, then the senders of quiet users;
 d. everything else, oldest first (and the failures of the kinds whose families say they wait
-   their refresh: settings a reseller's token may not read).
+   their refresh: settings a reseller's token may not read); the few server-wide items
+   (settings, cPHulk, the queue, the mail DNS) as soon as they are due, before the rest.
 
 (a) and (b) are the spam signal and (c) makes a new server whole: neither waits for the load
 budget. (d) refreshes what is known, only while the budget allows (``refreshing``).
@@ -52,6 +53,10 @@ _REFRESH_LANES = (
     *((k, Stage.KEPT) for k in _FIRST_TIME),
     *((k, Stage.FAILED) for k in _FIRST_TIME if k in _PATIENT),
 )
+# The lanes of tier (d) whose heads go as soon as they are due, before the oldest of the rest:
+# the few server-wide items (settings, cPHulk, the queue, the mail DNS).
+_WHEN_DUE = frozenset(k for f in families.FAMILIES if f.renewed_when_due for k in f.kinds)
+_DUE_LANES = tuple(key for key in _REFRESH_LANES if key[0] in _WHEN_DUE)
 # Without per-user totals: a new user list, then every sender, answered or not.
 _SENDERS_FIRST = (
     (Kind.LISTACCTS, Stage.NEW),
@@ -155,6 +160,9 @@ def next_item(
             return head, False
     if not refreshing:
         return None
+    for key in _DUE_LANES:
+        if (due := _head(lanes[key], now, epoch, refresh)) is not None:
+            return due, False
     oldest: Item[Any] | None = None
     # No mailbox has an answer while the mailbox function is learned, and with senders first,
     # a kept sender that may go went above. Kept senders wait for the totals being asked: those

@@ -178,6 +178,11 @@ class Family:
     # Exim's queue, whose call takes as long as the queue is big (a scrape's whole deadline on a
     # big one); a probe serves the last reading meanwhile.
     refresh_waited: ClassVar[bool] = True
+    # Whether its items are renewed as soon as their refresh is due, ahead of the oldest
+    # answers of the other families (within the load budget still): a few server-wide items,
+    # each cheap next to a pass over every mailbox. Oldest first, they would wait a whole pass,
+    # on a big or slow server longer than their max_age.
+    renewed_when_due: ClassVar[bool] = False
 
     # --- config -----------------------------------------------------------------------------
 

@@ -185,6 +185,7 @@ class DnsAuth(Family):
     # After every other family: many calls that make cPanel ask DNS, hours apart.
     first_rank = 3
     failure_waits_refresh = True
+    renewed_when_due = True
     probe_waits = False
 
     def plan(self, item: Item[Any], state: TargetState, wall: float) -> Call | None:

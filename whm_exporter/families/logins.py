@@ -89,6 +89,7 @@ class LoginsFamily(Family):
     # thousands of mailboxes.
     first_rank = 0
     failure_waits_refresh = True
+    renewed_when_due = True
 
     def plan(self, item: Item[Any], state: TargetState, wall: float) -> Call:
         return Call(item.kind.value, "", {}, lambda b, now: _keep(state, item, b, now))

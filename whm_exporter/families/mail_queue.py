@@ -119,6 +119,7 @@ class MailQueueFamily(Family):
     # A token may not read the queue (a reseller's): asked again at the refresh, not at every
     # probe.
     failure_waits_refresh = True
+    renewed_when_due = True
     # The first reading is waited for; a refresh, seconds long on a big queue, is not.
     refresh_waited = False
 

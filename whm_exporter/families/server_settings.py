@@ -121,6 +121,7 @@ class ServerSettings(Family):
     # in the registry) and before thousands of mailboxes: they make the alerts right.
     first_rank = 0
     failure_waits_refresh = True
+    renewed_when_due = True
 
     def plan(self, item: Item[Any], state: TargetState, wall: float) -> Call:
         return Call(
