@@ -96,6 +96,8 @@ def test_the_domains_are_the_main_domains_and_the_addresses_each_with_its_user()
     state.start(state.listaccts, 1.0, urgent=False)
     state.answered(state.listaccts, accounts, 1.0)
     assert all(item.lane is not None for item in state.dns_auth.values())
+    # Read before the addresses come: what changes the inventory changes the answer.
+    assert state.domain_owners()["shared.example"] == "bob"
     state.start(state.pops["alice"], 2.0, urgent=False)
     state.answered(state.pops["alice"], Addresses(("a@alice.example", "b@other.example")), 2.0)
     # A domain is bob's whose main domain it is, whoever else has an address at it.
@@ -105,6 +107,16 @@ def test_the_domains_are_the_main_domains_and_the_addresses_each_with_its_user()
         "shared.example": "bob",
         "carol.example": "carol",
     }
+    # A new listing: carol's main domain changed; then bob gone, his to carol, who has an
+    # address there.
+    state.start(state.listaccts, 3.0, urgent=False)
+    moved = {**accounts, "carol": Account("carol", False, domain="carol.example.net")}
+    state.answered(state.listaccts, moved, 3.0)
+    assert state.domain_owners()["carol.example.net"] == "carol"
+    state.start(state.listaccts, 4.0, urgent=False)
+    state.answered(state.listaccts, {u: moved[u] for u in ("alice", "carol")}, 4.0)
+    assert state.domain_owners()["shared.example"] == "carol"
+    assert "bob" not in state.domain_owners().values()
 
 
 # --- end to end, on the simulator ----------------------------------------------------------------

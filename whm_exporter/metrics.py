@@ -28,8 +28,6 @@ from whm_exporter.families import EXPOSED
 from whm_exporter.series import Family
 from whm_exporter.snapshot import Snapshot
 
-# The metric family and its samples: where the writers and the tests have always found them.
-
 
 def families(s: Snapshot) -> list[Family]:
     """Every metric of a probe: its own here, then each family's."""

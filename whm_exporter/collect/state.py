@@ -222,6 +222,8 @@ class TargetState:
         self.dns_auth: dict[Kind, Item[Any]] = {}
         # The users scraped and their accounts (explicit, discovered, main mailbox).
         self.accounts: dict[str, tuple[str, ...]] = {}
+        # domain_owners(), until the inventory changes (the probe reads it every time).
+        self._owners: dict[str, str] | None = None
         self.mailbox_function: str | None = None
         # The items whose calls are in flight (a few: at most the bound's size).
         self.in_flight: set[Item[Any]] = set()
@@ -288,6 +290,7 @@ class TargetState:
         }
         before = item.answer or {}
         item.answer = kept
+        self._owners = None
         self.listed = set(users)
         new = sorted(kept.keys() - before.keys())
         for user in new:
@@ -321,6 +324,7 @@ class TargetState:
         before = self.accounts.get(user, ())
         accounts = self._wanted_accounts(user)
         self.accounts[user] = accounts
+        self._owners = None
         if self.module.mailboxes.enabled:
             for account in accounts:
                 if (user, account) not in self.mailboxes:
@@ -355,6 +359,7 @@ class TargetState:
                 self._lane_of(item).append(item)
 
     def _drop_user(self, user: str) -> None:
+        self._owners = None
         for account in self.accounts.pop(user):
             if (item := self.mailboxes.pop((user, account), None)) is not None:
                 self._drop(item)
@@ -380,6 +385,11 @@ class TargetState:
     def domain_owners(self) -> dict[str, str]:
         """Every mail domain of the inventory and the user it belongs to: the user whose main
         domain it is (listaccts), else the first by name with an address at it."""
+        if self._owners is None:
+            self._owners = self._find_owners()
+        return self._owners
+
+    def _find_owners(self) -> dict[str, str]:
         users = sorted(self.accounts)
         listing = (self.listaccts.answer if self.listaccts is not None else None) or {}
         owners: dict[str, str] = {}

@@ -1,12 +1,12 @@
 """What every signal family declares, and what the machinery knows of one.
 
-A family (discovery, mailboxes, senders, per-user totals, mail flow, server settings) is one
-module under ``families/`` holding one :class:`Family` instance: the WHM call it makes for an
-item and how its answer is kept, how long an answer is refreshed and served (its config
-section), how the answer is written to the kept-state file and read back, and what a probe
-serves of it and renders as metric families (names and HELP). The scheduler, the runner,
-persistence and the probe ask the registry (``families.BY_KIND``, ``families.FAMILIES``) and
-never name a family.
+A family (discovery, mailboxes, senders, per-user totals, mail flow, server settings, logins,
+Exim's queue, mail DNS) is one module under ``families/`` holding one :class:`Family`
+instance: the WHM call it makes for an item and how its answer is kept, how long an answer is
+refreshed and served (its config section), how the answer is written to the kept-state file
+and read back, and what a probe serves of it and renders as metric families (names and HELP).
+The scheduler, the runner, persistence and the probe ask the registry (``families.BY_KIND``,
+``families.FAMILIES``) and never name a family.
 """
 
 from __future__ import annotations
