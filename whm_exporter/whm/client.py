@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import aiohttp
@@ -171,37 +171,15 @@ class WHMClient:
             snippet = _snippet(body, self._token)
             raise WHMError("protocol", f"answer is not JSON: {snippet}") from None
 
-    @staticmethod
-    def _refuse_announced(resp: aiohttp.ClientResponse, cap: int) -> None:
-        if resp.content_length is not None and resp.content_length > cap:
-            raise WHMError(
-                "protocol", f"answer of {resp.content_length} bytes exceeds the cap of {cap}"
-            )
-
     async def _read(self, resp: aiohttp.ClientResponse, cap: int) -> bytes:
-        """The body, refused unread when it announces more than the cap, cut off when it sends
-        more than it announced."""
-        self._refuse_announced(resp, cap)
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := await resp.content.read(65536):
-            size += len(chunk)
-            if size > cap:
-                raise _over(size, cap)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        """The body, whole."""
+        return b"".join([chunk async for chunk in _pieces(resp, cap)])
 
     async def _stream(self, resp: aiohttp.ClientResponse, reader: StreamReader, cap: int) -> Any:
-        """The body handed to ``reader`` piece by piece as it arrives (none of it kept here),
-        under the same cap as :meth:`_read`."""
-        self._refuse_announced(resp, cap)
-        size = 0
+        """The body handed to ``reader`` piece by piece as it arrives (none of it kept here)."""
         first = b""
         try:
-            while chunk := await resp.content.read(65536):
-                size += len(chunk)
-                if size > cap:
-                    raise _over(size, cap)
+            async for chunk in _pieces(resp, cap):
                 first = first or chunk
                 reader.feed(chunk)
                 # aiohttp hands buffered pieces back without a turn of the loop: each piece
@@ -215,6 +193,21 @@ class WHMClient:
             raise
         except Exception as err:
             raise _ReaderFault() from err
+
+
+async def _pieces(resp: aiohttp.ClientResponse, cap: int) -> AsyncIterator[bytes]:
+    """The body's pieces as they arrive: refused unread when it announces more than the cap,
+    cut off once what came is more."""
+    if resp.content_length is not None and resp.content_length > cap:
+        raise WHMError(
+            "protocol", f"answer of {resp.content_length} bytes exceeds the cap of {cap}"
+        )
+    size = 0
+    while chunk := await resp.content.read(65536):
+        size += len(chunk)
+        if size > cap:
+            raise _over(size, cap)
+        yield chunk
 
 
 class _ReaderFault(Exception):
